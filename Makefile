@@ -1,0 +1,49 @@
+# yambda_dl: `make demo` and `make test` are all a newcomer needs; each sets the environment up first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+DATA   ?= data
+# torch: a CPU build where no NVIDIA GPU is present; the default (CUDA) build where one is.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
+EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "dev,gpu" || echo "dev")
+
+.PHONY: help setup demo test test-fast lint format bench clean
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(VENV)/.installed  ## make .venv and install yambda_dl with its dev extra (CPU torch without CUDA)
+
+demo: setup  ## generate the small synthetic dataset, run every model, print the results table
+	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small
+	$(VENV)/bin/yambda-data stats --root $(DATA)/synthetic_small --size small
+	$(VENV)/bin/yambda-data split --root $(DATA)/synthetic_small --size small --setup listen_plus --mode final
+
+test: setup  ## run the test suite (about 10 minutes on 2 cores)
+	WANDB_MODE=offline $(PY) -m pytest -q
+
+test-fast: setup  ## the suite without the tests marked slow
+	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
+
+lint: setup  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## ruff fix and format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup  ## run the benchmarks at their default sizes (long); figures go to BENCHMARKS.md by hand
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:  ## remove caches and outputs (keeps .venv and data/)
+	rm -rf .pytest_cache .ruff_cache outputs multirun lightning_logs wandb

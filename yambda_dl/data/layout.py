@@ -1,0 +1,106 @@
+"""Where Yambda files live: a dataset root in the Hugging Face layout, and the download from the hub.
+
+    ROOT/{flat,sequential}/{SIZE}/{listens,likes,dislikes,unlikes,undislikes,multi_event}.parquet
+    ROOT/embeddings.parquet, ROOT/artist_item_mapping.parquet, ROOT/album_item_mapping.parquet
+
+SIZE is a release size (50m, 500m, 5b) or the name of a synthetic dataset written by `yambda-data synth`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from yambda_dl.data import schema as S
+from yambda_dl.data.io import DataFileError
+
+HF_REPO_ID = "yandex/yambda"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    root: Path
+    size: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+        if not _NAME.match(self.size):
+            raise ValueError(f"invalid dataset size {self.size!r}: use one of {', '.join(S.RELEASE_SIZES)} or a "
+                             f"synthetic dataset's name (lower-case letters, digits, '_', '-', '.')")
+
+    @property
+    def is_release(self) -> bool:
+        return self.size in S.RELEASE_SIZES
+
+    def event_path(self, event_file: str, fmt: str = "flat") -> Path:
+        S.check_event_file(event_file)
+        S.check_format(fmt)
+        return self.root / fmt / self.size / f"{event_file}.parquet"
+
+    @property
+    def embeddings_path(self) -> Path:
+        return self.root / S.EMBEDDINGS_FILE
+
+    @property
+    def artist_mapping_path(self) -> Path:
+        return self.root / S.ARTIST_MAPPING_FILE
+
+    @property
+    def album_mapping_path(self) -> Path:
+        return self.root / S.ALBUM_MAPPING_FILE
+
+    def how_to_get(self) -> str:
+        if self.is_release:
+            return f"download it with `yambda-data download --size {self.size} --root {self.root}`"
+        return f"generate it with `yambda-data synth --preset {self.size} --root {self.root}`"
+
+    def require(self, event_files: Iterable[str], fmt: str = "flat") -> list[Path]:
+        """The paths of the given event files; a clear error if any is missing."""
+        paths = [self.event_path(e, fmt) for e in event_files]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise DataFileError(f"missing {', '.join(map(str, missing))}: {self.how_to_get()}")
+        return paths
+
+    def has(self, event_file: str, fmt: str = "flat") -> bool:
+        return self.event_path(event_file, fmt).is_file()
+
+
+def hub_filenames(size: str, formats: Iterable[str] = ("flat",), events: Iterable[str] = S.EVENT_FILES,
+                  embeddings: bool = False, mappings: bool = False) -> list[str]:
+    """The repository paths of the files asked for, validated against the release's layout."""
+    if size not in S.RELEASE_SIZES:
+        raise ValueError(f"unknown release size {size!r}; valid choices: {', '.join(S.RELEASE_SIZES)}")
+    names = []
+    for fmt in formats:
+        S.check_format(fmt)
+        for event in events:
+            S.check_event_file(event)
+            names.append(f"{fmt}/{size}/{event}.parquet")
+    if embeddings:
+        names.append(S.EMBEDDINGS_FILE)
+    if mappings:
+        names += [S.ARTIST_MAPPING_FILE, S.ALBUM_MAPPING_FILE]
+    return names
+
+
+def download(size: str, root: Path | str, formats: Iterable[str] = ("flat",), events: Iterable[str] = S.EVENT_FILES,
+             embeddings: bool = False, mappings: bool = False, revision: str | None = None,
+             repo_id: str = HF_REPO_ID) -> list[Path]:
+    """Fetch only the files asked for from the hub into ROOT, keeping the repository's layout.
+
+    huggingface_hub writes into an `.incomplete` file and resumes it when the download is run again, and skips files
+    that are already complete, so an interrupted download is finished by running the same command.
+    """
+    from huggingface_hub import hf_hub_download  # imported here: the hub client is needed only for downloads
+
+    root = Path(root).expanduser()
+    paths = []
+    for name in hub_filenames(size, formats, events, embeddings, mappings):
+        local = hf_hub_download(repo_id=repo_id, filename=name, repo_type="dataset", revision=revision,
+                                local_dir=root)
+        paths.append(Path(local))
+    return paths
