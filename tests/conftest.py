@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny Yambda datasets written as real Parquet files in the release layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from yambda_dl.data import schema as S
+from yambda_dl.data.layout import DatasetLayout
+
+# the tests never reach the network and never block on a W&B login
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+TRAIN_END = 25_911_800  # final mode: train [0, TRAIN_END), test [25_913_600, 26_000_000]
+TEST_START = 25_913_600
+
+
+def write_flat(layout: DatasetLayout, event_file: str, rows: list[tuple]) -> Path:
+    """Write rows (tuples in flat_schema column order) sorted by (uid, timestamp) as the layout's flat file."""
+    schema = S.flat_schema(event_file)
+    rows = sorted(rows, key=lambda r: (r[0], r[1]))
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema.names]
+    table = pa.table({name: pa.array(col, type=schema.field(name).type) for name, col in
+                      zip(schema.names, columns, strict=True)})
+    path = layout.event_path(event_file, "flat")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def listen(uid: int, ts: int, item: int, ratio: int = 100, organic: int = 1, length: int = 200) -> tuple:
+    return (uid, ts, item, organic, ratio, length)
+
+
+@pytest.fixture
+def popularity_layout(tmp_path: Path) -> DatasetLayout:
+    """Six users, five items (raw ids 10..50) with a known popularity order in train.
+
+    All-time counts: item 10 x6, 20 x5, 30 x4, 40 x3 (all early); item 50 x2, both at the very end of train, so that
+    a short-horizon DecayPop ranks 50 first while MostPop ranks it last. Every user has one Listen+ target.
+    """
+    layout = DatasetLayout(tmp_path / "yambda", "hand")
+    early, late = 1_000_000, TRAIN_END - 5
+    rows = []
+    for uid, items in {1: [10, 20, 30, 40], 2: [10, 20, 30, 40], 3: [10, 20, 30, 40], 4: [10, 20, 30],
+                       5: [10, 20, 50], 6: [10, 50]}.items():
+        rows += [listen(uid, early + 5 * i, item) for i, item in enumerate(items)]
+    rows = [r if not (r[2] == 50) else listen(r[0], late, 50) for r in rows]
+    rows += [listen(uid, TEST_START + 100, 10 * uid) for uid in range(1, 6)]  # targets 10..50
+    rows += [listen(6, TEST_START + 100, 99)]  # a target item never seen in train
+    write_flat(layout, "listens", rows)
+    return layout
+
+
+def cuda_devices() -> list[str]:
+    """Devices to parametrise device-agnostic tests over: CPU always, CUDA where present."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,92 @@
+"""The Recommender contract (DESIGN.md): every model passes this suite on a tiny dataset with a known answer.
+
+A new model joins by adding a factory and the raw item it must put first for user 0 to MODELS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from yambda_dl.data.split import Protocol, make_split
+from yambda_dl.eval.recommend import recommend_all, seen_items
+from yambda_dl.models.base import Recommender
+from yambda_dl.models.popularity import DecayPop, MostPop, Random
+
+# name -> (factory, raw item id expected first for every user, or None when the model is random)
+MODELS: dict[str, tuple[Callable[[], Recommender], int | None]] = {
+    "random": (lambda: Random(seed=7), None),
+    "mostpop": (MostPop, 10),
+    "decaypop": (lambda: DecayPop(hours=1.0), 50),
+}
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    from ..conftest import TEST_START, listen, write_flat
+    from yambda_dl.data.layout import DatasetLayout
+
+    root = tmp_path_factory.mktemp("contract")
+    layout = DatasetLayout(root, "hand")
+    early, late = 1_000_000, 25_911_000
+    rows = [listen(u, early + 5 * i, item) for u in range(1, 9) for i, item in enumerate((10, 20, 30, 40)[: u % 4 + 1])]
+    rows += [listen(u, early, 10) for u in range(1, 9)]  # item 10 is the most played
+    rows += [listen(u, late, 50) for u in (1, 2)]  # item 50: the most recent
+    rows += [listen(u, TEST_START, 10 * (u % 5 + 1)) for u in range(1, 9)]
+    write_flat(layout, "listens", rows)
+    return make_split(layout, Protocol(), cache_dir=root / "cache", progress=False)
+
+
+@pytest.fixture(params=sorted(MODELS))
+def name(request) -> str:
+    return request.param
+
+
+def test_satisfies_the_protocol(name):
+    assert isinstance(MODELS[name][0](), Recommender)
+
+
+def test_top_k_shape_order_and_range(split, name):
+    factory, _ = MODELS[name]
+    k = 4
+    items, scores = recommend_all(factory().fit(split), split.num_users, k, batch_users=3)
+    assert items.shape == scores.shape == (split.num_users, k)
+    assert items.dtype == torch.int64 and scores.dtype == torch.float32
+    assert ((items >= 0) & (items < split.num_items)).all()
+    assert all(len(set(row)) == k for row in items.tolist())  # no item twice in a list
+    assert not torch.isnan(scores).any()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
+
+
+def test_known_answer(split, name):
+    factory, expected_first = MODELS[name]
+    if expected_first is None:
+        pytest.skip("a random model has no known first item")
+    items, _ = recommend_all(factory().fit(split), split.num_users, 1)
+    assert set(split.items[items[:, 0].numpy()].tolist()) == {expected_first}
+
+
+def test_deterministic(split, name):
+    factory, _ = MODELS[name]
+    first = recommend_all(factory().fit(split), split.num_users, 3)
+    second = recommend_all(factory().fit(split), split.num_users, 3, batch_users=2)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_seen_items_are_masked_when_asked(split, name):
+    factory, _ = MODELS[name]
+    seen = seen_items(split)
+    items, _ = recommend_all(factory().fit(split), split.num_users, 1, exclude=seen)
+    for user, row in enumerate(items.tolist()):
+        user_seen = set(seen.indices[seen.offsets[user] : seen.offsets[user + 1]].tolist())
+        assert row[0] not in user_seen
+
+
+def test_raw_ids_at_the_edges(split, name):
+    factory, _ = MODELS[name]
+    items, _ = recommend_all(factory().fit(split), split.num_users, 2)
+    raw = split.items[items.numpy()]
+    assert set(np.unique(raw)) <= {10, 20, 30, 40, 50}

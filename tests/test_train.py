@@ -1,0 +1,115 @@
+"""The training app end to end: the real Hydra configs composed and run on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from yambda_dl.train import CONFIG_DIR, train
+
+MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+
+
+def hand_overrides(layout, out: Path) -> list[str]:
+    return [f"data.root={layout.root}", f"data.size={layout.size}", "data.synthetic_preset=null",
+            "data.name=hand", "ks=[1,3,5]", f"hydra.run.dir={out}"]
+
+
+def compose_cfg(overrides: list[str], out: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)  # what ${hydra:runtime.output_dir} resolves to under @hydra.main
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_config_runs_and_writes_its_outputs(popularity_layout, tmp_path, model):
+    out = tmp_path / "run"
+    cfg = compose_cfg([f"model={model}", "save_recommendations=true", *hand_overrides(popularity_layout, out)], out)
+    result = train(cfg)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert metrics["model"] == model and metrics["setup"] == "listen_plus" and metrics["mode"] == "final"
+    for key in ("ndcg@5", "recall@5", "hitrate@5", "paper_ndcg@5", "paper_recall@5", "coverage@5"):
+        assert 0.0 <= metrics["metrics"][key] <= 1.0
+    assert {"split_s", "fit_s", "recommend_s", "evaluate_s", "total_s"} <= set(metrics["timings"])
+    assert metrics["peak_memory_mb"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split_key"] and manifest["data_fingerprint"] and manifest["versions"]["torch"]
+    assert manifest["seeds"]["seed"] == 42
+    assert "model:" in (out / "config.yaml").read_text()
+    recs = pq.read_table(out / "recommendations.parquet").to_pylist()
+    assert [r["uid"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert all(len(r["item_ids"]) == 5 and set(r["item_ids"]) <= {10, 20, 30, 40, 50} for r in recs)
+
+
+def test_mostpop_metrics_by_hand(popularity_layout, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(compose_cfg(["model=mostpop", *hand_overrides(popularity_layout, out)], out))["metrics"]
+    # everyone gets [10, 20, 30, 40, 50]; user u's one target is 10u (user 6: item 99, never in train)
+    # hits at rank u for u = 1..5, none for user 6; NDCG@5 = mean(1/log2(u+1) for u=1..5, 0) over 6 users
+    import math
+
+    assert metrics["ndcg@5"] == pytest.approx(sum(1 / math.log2(u + 1) for u in range(1, 6)) / 6)
+    assert metrics["hitrate@1"] == pytest.approx(1 / 6)
+    assert metrics["coverage@1"] == pytest.approx(1 / 5)
+    assert metrics["num_evaluated_users"] == 6
+
+
+def test_wandb_logger_offline(popularity_layout, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    train(compose_cfg(["model=mostpop", "logger=wandb", *hand_overrides(popularity_layout, out)], out))
+    assert list((out / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
+
+
+def test_k_larger_than_the_catalogue_is_refused(popularity_layout, tmp_path):
+    out = tmp_path / "run"
+    overrides = [o for o in hand_overrides(popularity_layout, out) if not o.startswith("ks=")]
+    with pytest.raises(ValueError, match="larger than the 5 candidate"):
+        train(compose_cfg(["model=mostpop", *overrides], out))
+
+
+def test_missing_real_dataset_says_how_to_download(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="yambda-data download --size 50m"):
+        train(compose_cfg(["data=yambda_50m", f"data.root={tmp_path}/nothing"], out))
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "yambda_dl.train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_unknown_model_lists_the_choices(tmp_path):
+    result = run_cli(["model=nope"], tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/nope'" in result.stderr and "mostpop" in result.stderr
+
+
+@pytest.mark.slow
+def test_multirun_computes_the_split_once_and_reports(popularity_layout, tmp_path):
+    overrides = [o for o in hand_overrides(popularity_layout, tmp_path) if not o.startswith("hydra.run")]
+    result = run_cli(["-m", "model=random,mostpop,decaypop", f"hydra.sweep.dir={tmp_path}/sweep", *overrides],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "sweep").rglob("metrics.json"))
+    assert len(runs) == 3
+    assert len(list((popularity_layout.root / ".cache" / "splits").iterdir())) == 1  # one split, reused
+    report = subprocess.run([sys.executable, "-m", "yambda_dl.report", str(tmp_path / "sweep")],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "| random |" in report.stdout and "| mostpop |" in report.stdout and "| decaypop |" in report.stdout
+    assert "NDCG@10" in report.stdout

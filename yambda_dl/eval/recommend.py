@@ -1,0 +1,58 @@
+"""Top-k recommendations of every ranked user, from any Recommender, in bounded user batches.
+
+Vector models are ranked by eval/retrieval (exact, tiled); others by their own recommend(). Memory: the output
+(users x k indices and scores) plus one batch's work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from yambda_dl.eval.retrieval import CSR, topk
+from yambda_dl.models.base import VectorRecommender
+
+
+def recommend_all(model: object, num_users: int, k: int, *, exclude: CSR | None = None, batch_users: int = 8192,
+                  backend: str = "torch", user_tile: int = 4096, item_tile: int = 262_144,
+                  device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(item_idx int64 (num_users, k), scores float32 (num_users, k)) for users 0..num_users-1, best first."""
+    item_vectors = model.item_vectors() if isinstance(model, VectorRecommender) else None
+    items, scores = [], []
+    for start in range(0, num_users, batch_users):
+        users = torch.arange(start, min(start + batch_users, num_users))
+        mask = csr_rows(exclude, start, start + len(users)) if exclude is not None else None
+        if item_vectors is not None:
+            batch_scores, batch_items = topk(model.user_vectors(users), item_vectors, k, exclude=mask,
+                                             backend=backend, user_tile=user_tile, item_tile=item_tile,
+                                             device=device)
+        else:
+            batch_items, batch_scores = model.recommend(users, k, exclude=mask)
+        items.append(torch.as_tensor(batch_items, dtype=torch.int64).cpu())
+        scores.append(torch.as_tensor(batch_scores, dtype=torch.float32).cpu())
+    if not items:
+        return torch.zeros((0, k), dtype=torch.int64), torch.zeros((0, k), dtype=torch.float32)
+    return torch.cat(items), torch.cat(scores)
+
+
+def csr_rows(csr: CSR, start: int, stop: int) -> CSR:
+    """Rows start..stop-1 of a CSR, re-based to start at 0 (views, no copy of the indices)."""
+    offsets = csr.offsets[start : stop + 1]
+    return CSR(offsets=offsets - offsets[0], indices=csr.indices[int(offsets[0]) : int(offsets[-1])])
+
+
+def seen_items(split, num_users: int | None = None) -> CSR:
+    """Each ranked user's distinct train items as a CSR (for the optional seen-item mask).
+
+    Memory: 8 bytes per distinct (user, item) pair, plus one batch.
+    """
+    num_items = split.num_items
+    keys = []
+    for batch in split.iter_train(columns=("user_idx", "item_idx")):
+        keys.append(np.unique(batch["user_idx"] * num_items + batch["item_idx"]))  # batches hold whole users
+    pairs = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    users = pairs // num_items
+    num_users = split.num_users if num_users is None else num_users
+    offsets = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=num_users), out=offsets[1:])
+    return CSR(offsets=torch.from_numpy(offsets), indices=torch.from_numpy(pairs % num_items))
