@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from yambda_dl.data.io import write_parquet
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, Split, make_split
+from yambda_dl.eval.callback import RankingEvaluation
 from yambda_dl.eval.evaluator import evaluate, format_metrics_table
 from yambda_dl.eval.recommend import recommend_all, seen_items
 from yambda_dl.utils import runinfo
@@ -50,9 +51,14 @@ def build_logger(cfg: DictConfig) -> Any | None:
     return hydra.utils.instantiate(cfg.logger)
 
 
-def build_trainer(cfg: DictConfig, logger: Any | None) -> lightning.Trainer:
+def build_trainer(cfg: DictConfig, logger: Any | None, split: Split) -> lightning.Trainer:
+    """The Lightning Trainer of cfg.trainer; in tune mode it evaluates on the validation day as it trains."""
+    callbacks = []
+    if split.protocol.mode == "tune":
+        callbacks.append(RankingEvaluation(split, ks=cfg.ks, every_n_epochs=cfg.eval.every_n_epochs,
+                                           batch_users=cfg.eval.batch_users, backend=cfg.eval.backend))
     return hydra.utils.instantiate(cfg.trainer, logger=logger if logger is not None else False,
-                                   default_root_dir=cfg.paths.output_dir)
+                                   default_root_dir=cfg.paths.output_dir, callbacks=callbacks)
 
 
 def write_recommendations(split: Split, items: torch.Tensor, scores: torch.Tensor, path: Path) -> None:
@@ -91,7 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     model = build_model(cfg.model)
     logger = build_logger(cfg)
-    trainer = build_trainer(cfg, logger) if isinstance(model, lightning.LightningModule) else None
+    trainer = build_trainer(cfg, logger, split) if isinstance(model, lightning.LightningModule) else None
     t = time.perf_counter()
     model.fit(split, trainer=trainer)
     timings["fit_s"] = time.perf_counter() - t

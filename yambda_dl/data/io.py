@@ -103,7 +103,18 @@ def iter_flat_batches(path: Path | str, event_file: str, columns: list[str] | No
                 array = _cast(path, name, array, target)
             _check_values(path, name, array, nullable)
             arrays.append(array)
-        yield pa.Table.from_arrays(arrays, names=list(mapping))
+        yield pa.Table.from_arrays(arrays, schema=_subschema(expected, mapping))
+
+
+def _subschema(expected: pa.Schema, names) -> pa.Schema:
+    return pa.schema([expected.field(n) for n in names])
+
+
+def _iter_row_group_batches(pf: pq.ParquetFile, batch_size: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Batches that never span two row groups: pyarrow cannot stitch nested dictionary columns (multi_event's
+    list<dictionary> event_type) across row groups, and memory stays bounded by one row group anyway."""
+    for group in range(pf.num_row_groups):
+        yield from pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
 
 
 def iter_sequential_batches(path: Path | str, event_file: str, columns: list[str] | None = None,
@@ -120,9 +131,13 @@ def iter_sequential_batches(path: Path | str, event_file: str, columns: list[str
     mapping = S.resolve_columns(path, pf.schema_arrow, expected, wanted)
     nullable = S.nullable_columns(event_file)
     list_names = [n for n in mapping if n != "uid"]
-    for batch in pf.iter_batches(batch_size=batch_users, columns=list(mapping.values())):
+    last_uid = -1
+    for batch in _iter_row_group_batches(pf, batch_users, list(mapping.values())):
         uid = _cast(path, "uid", batch.column(mapping["uid"]), pa.uint32())
         _check_values(path, "uid", uid, frozenset())
+        uid_values = uid.to_numpy(zero_copy_only=False)
+        _check_sorted_uids(path, uid_values, last_uid, strictly_between=True)
+        last_uid = int(uid_values[-1]) if len(uid_values) else last_uid
         lengths = None
         flat: dict[str, pa.Array] = {}
         for name in list_names:
@@ -143,13 +158,13 @@ def iter_sequential_batches(path: Path | str, event_file: str, columns: list[str
             _check_values(path, name, values, nullable)
             flat[name] = values
         if lengths is None:  # only uid asked for: one row per user
-            yield pa.table({"uid": uid})
+            yield pa.Table.from_arrays([uid], schema=_subschema(S.flat_schema(event_file), ["uid"]))
             continue
         repeats = lengths.to_numpy(zero_copy_only=False).astype(np.int64)
-        out = {"uid": pa.array(np.repeat(uid.to_numpy(zero_copy_only=False), repeats), pa.uint32())}
+        out = {"uid": pa.array(np.repeat(uid_values, repeats), pa.uint32())}
         out.update(flat)
         names = list(mapping) if columns is None else [c for c in mapping if c in columns or c == "uid"]
-        yield pa.table({n: out[n] for n in names})
+        yield pa.Table.from_arrays([out[n] for n in names], schema=_subschema(S.flat_schema(event_file), names))
 
 
 def iter_user_batches(path: Path | str, event_file: str, fmt: str, columns: list[str] | None = None,
@@ -165,12 +180,8 @@ def iter_user_batches(path: Path | str, event_file: str, fmt: str, columns: list
     if fmt == "sequential":
         # ~batch_rows events per batch at Yambda's mean of about 4,650 listens per user, never fewer than 64 users
         batch_users = max(64, batch_rows // 4096)
-        last_uid = -1
         for table in iter_sequential_batches(path, event_file, columns, batch_users):
-            uid = table.column("uid").to_numpy()
-            _check_sorted_uids(path, uid, last_uid, strictly_between=True)
-            if len(uid):
-                last_uid = int(uid[-1])
+            if table.num_rows:  # users are whole by construction; the reader checked uid order
                 yield table
         return
 
@@ -197,9 +208,12 @@ def _check_sorted_uids(path: Path, uid: np.ndarray, last_uid: int, strictly_betw
     if len(uid) == 0:
         return
     unsorted = np.flatnonzero(uid[1:] < uid[:-1])
+    if strictly_between:  # a sequential file's rows: one per user, so uids strictly ascend
+        unsorted = np.flatnonzero(uid[1:] <= uid[:-1])
     if len(unsorted) or (uid[0] < last_uid) or (strictly_between and uid[0] == last_uid):
-        raise S.SchemaError(f"{path}: rows are not sorted by 'uid' (the Yambda layout sorts by uid, then timestamp); "
-                            f"sort the file first, e.g. with polars' sink_parquet")
+        repeats = " or a uid repeats" if strictly_between else ""
+        raise S.SchemaError(f"{path}: rows are not sorted by 'uid'{repeats} (the Yambda layout sorts by uid, then timestamp, one row per user in "
+                            f"the sequential files); sort the file first, e.g. with polars' sink_parquet")
 
 
 def read_table(path: Path | str, expected: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -212,7 +226,7 @@ def read_table(path: Path | str, expected: pa.Schema, columns: list[str] | None 
     for name, array in zip(mapping, arrays, strict=True):
         if array.null_count and not expected.field(name).nullable:
             raise S.SchemaError(f"{path}: column {name!r} holds {array.null_count} null value(s)")
-    return pa.Table.from_arrays(arrays, names=list(mapping))
+    return pa.Table.from_arrays(arrays, schema=_subschema(expected, mapping))
 
 
 @contextlib.contextmanager

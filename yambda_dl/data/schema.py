@@ -80,8 +80,10 @@ EMBEDDINGS_SCHEMA = pa.schema([
     pa.field("embed", pa.list_(pa.float32())),
     pa.field("normalized_embed", pa.list_(pa.float32())),
 ])
-ARTIST_MAPPING_SCHEMA = pa.schema([pa.field("artist_id", pa.uint32()), pa.field("item_id", pa.uint32())])
-ALBUM_MAPPING_SCHEMA = pa.schema([pa.field("album_id", pa.uint32()), pa.field("item_id", pa.uint32())])
+ARTIST_MAPPING_SCHEMA = pa.schema([pa.field("artist_id", pa.uint32(), nullable=False),
+                                   pa.field("item_id", pa.uint32(), nullable=False)])
+ALBUM_MAPPING_SCHEMA = pa.schema([pa.field("album_id", pa.uint32(), nullable=False),
+                                  pa.field("item_id", pa.uint32(), nullable=False)])
 
 
 class SchemaError(ValueError):
