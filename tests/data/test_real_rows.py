@@ -16,7 +16,9 @@ from yambda_dl.data import schema as S
 from yambda_dl.data.convert import flat_to_sequential, sequential_to_flat
 from yambda_dl.data.embeddings import read_embeddings, read_item_mapping
 
-REAL = Path("/work/shared/data/yambda-real-rows")
+from ..conftest import REAL_ROWS_DIR
+
+REAL = REAL_ROWS_DIR
 MULTI_EVENT = REAL / "yambda_flat50m_multi_event_observed_rows.parquet"
 # uid 30000's eight events at 25,999,235, in file order (README and PROVENANCE of the real rows)
 BURST_ITEMS = [2479739, 3049618, 8578148, 2978903, 3049618, 6051828, 5167477, 6051828]

@@ -33,7 +33,9 @@ def open_parquet(path: Path | str, hint: str = "") -> pq.ParquetFile:
     if not path.is_file():
         raise DataFileError(f"missing file {path}{'; ' + hint if hint else ''}")
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer=False: with it on (the default), pyarrow keeps every row group read so far until the file is
+        # closed, so streaming memory would grow with the file instead of staying at one batch
+        return pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as err:
         raise DataFileError(f"{path} is not a readable Parquet file: {err}") from err
 

@@ -1,0 +1,486 @@
+"""The Global Temporal Split (SPEC.md section 4): train events, per-user targets, ranked users, dense id maps.
+
+One streaming pass over the setup's event file (flat or sequential) writes the train events to a cache folder
+named by a content hash, so every model of a run, and every later run on the same data, reads the same split.
+Memory grows with one batch, the train-item bitmap (max item id), the ranked users (their count) and the
+targets (one day of events), never with the input or the train set.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from yambda_dl.data import io
+from yambda_dl.data import schema as S
+from yambda_dl.data.layout import DatasetLayout
+from yambda_dl.utils.progress import Progress
+
+SETUP_SOURCES = {"listen_plus": "listens", "like": "likes"}  # setup -> the event file it is built from
+MODES = ("final", "tune")
+# Bump when a cache folder's files or their meaning change: old folders then get other keys.
+FORMAT_VERSION = 1
+KEY_CHARS = 16  # 64 bits of sha256: collisions are out of reach for the handful of splits a root holds
+META_FILE = "meta.json"
+TARGETS_SCHEMA = pa.schema(
+    [pa.field("uid", pa.uint32(), nullable=False), pa.field("item_id", pa.uint32(), nullable=False)]
+)
+DENSE_COLUMNS = ("user_idx", "item_idx")
+
+
+class SplitError(ValueError):
+    """A split cannot be built or opened; the message names the file, the window or the value, and the fix."""
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Half-open windows in seconds: train [0, train_end), targets [target_start, target_end)."""
+
+    train_end: int
+    target_start: int
+    target_end: int
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The constants of SPEC.md section 4; each field is a config key, so a sweep never edits code."""
+
+    setup: str = "listen_plus"
+    mode: str = "final"
+    last_timestamp: int = S.LAST_TIMESTAMP
+    day: int = 86_400
+    gap: int = 1_800
+    # Listen+ is played_ratio_pct >= this: the official code's >=, not the card's "over 50%"
+    listen_plus_min_ratio: int = 50
+    dedup_targets: bool = False  # duplicates are real re-listens and count in |T_u| (SPEC.md section 4)
+
+    def __post_init__(self) -> None:
+        if self.setup not in SETUP_SOURCES:
+            raise ValueError(f"unknown split setup {self.setup!r}; valid choices: {', '.join(SETUP_SOURCES)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown split mode {self.mode!r}; valid choices: {', '.join(MODES)}")
+        if not 0 <= self.listen_plus_min_ratio <= S.MAX_PLAYED_RATIO_PCT:
+            raise ValueError(
+                f"listen_plus_min_ratio={self.listen_plus_min_ratio} is outside the played_ratio_pct "
+                f"range 0..{S.MAX_PLAYED_RATIO_PCT}"
+            )
+        if self.day <= 0 or self.gap < 0 or self.windows().train_end <= 0:
+            raise ValueError(
+                f"day={self.day}, gap={self.gap}, last_timestamp={self.last_timestamp} leave no train window "
+                f"in {self.mode!r} mode; need day > 0, gap >= 0 and a positive train end {self.windows()}"
+            )
+
+    @property
+    def test_start(self) -> int:
+        return self.last_timestamp - self.day
+
+    def windows(self) -> Windows:
+        """The train and target windows of this mode; the final test day includes last_timestamp itself."""
+        if self.mode == "final":
+            return Windows(self.test_start - self.gap, self.test_start, self.last_timestamp + 1)
+        validation_end = self.test_start - self.gap
+        validation_start = validation_end - self.day
+        return Windows(validation_start - self.gap, validation_start, validation_end)
+
+    def source_file(self) -> str:
+        """The event file this setup reads: listens (Listen+) or likes (Like)."""
+        return SETUP_SOURCES[self.setup]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Targets of the evaluated users in CSR form: user i's are item_idx[offsets[i]:offsets[i + 1]]."""
+
+    user_idx: np.ndarray  # int64 (n_eval,) ascending dense indices of evaluated users
+    offsets: np.ndarray  # int64 (n_eval + 1,)
+    item_idx: np.ndarray  # int64 (n_targets,) dense item index, -1 for items not in train (they still count)
+    item_id: np.ndarray  # uint32 (n_targets,) raw ids, in time order within a user
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_idx)
+
+    @property
+    def num_targets(self) -> int:
+        return len(self.item_idx)
+
+
+# --- content hash -------------------------------------------------------------------------------------------
+
+
+def source_fingerprint(path: Path) -> str:
+    """A sha256 of the Parquet footer (rows, per-row-group statistics and sizes) and the file size.
+
+    Content-derived and cheap: it changes when the data changes, and reads only the footer, never the data.
+    """
+    metadata = io.open_parquet(path).metadata.to_dict()
+    blob = json.dumps({"bytes": Path(path).stat().st_size, "footer": metadata}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def split_key(protocol: Protocol, fingerprint: str) -> str:
+    """The short hash naming a split's cache folder: protocol, source fingerprint, format version."""
+    blob = json.dumps(
+        {"protocol": asdict(protocol), "source": fingerprint, "version": FORMAT_VERSION}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:KEY_CHARS]
+
+
+# --- pass 1: route each batch's events ----------------------------------------------------------------------
+
+
+def _sorted_by_user_time(table: pa.Table) -> pa.Table:
+    """Sort a batch stably by (uid, timestamp), file order kept inside equal timestamps; no-op when sorted."""
+    uid = table.column("uid").to_numpy()
+    ts = table.column("timestamp").to_numpy()
+    in_order = (uid[1:] > uid[:-1]) | ((uid[1:] == uid[:-1]) & (ts[1:] >= ts[:-1]))
+    if in_order.all():  # the official flat files already are: skip the copy
+        return table
+    return table.take(np.lexsort((ts, uid)))  # lexsort is stable
+
+
+def _setup_mask(table: pa.Table, protocol: Protocol) -> np.ndarray:
+    """Which rows are events of the setup: Listen+ listens, or every like as it is."""
+    if protocol.setup == "listen_plus":
+        return table.column("played_ratio_pct").to_numpy() >= protocol.listen_plus_min_ratio
+    return np.ones(table.num_rows, dtype=bool)
+
+
+def _route(table: pa.Table, protocol: Protocol, windows: Windows) -> tuple[pa.Table, pa.Table]:
+    """(train rows, target-window rows) of a batch's setup events, sorted by (uid, timestamp); rest dropped.
+
+    Filtering the setup and the windows in one mask copies the batch once (its train share), not twice.
+    """
+    table = _sorted_by_user_time(table)  # sorting commutes with the filters: both are stable
+    ts = table.column("timestamp").to_numpy()
+    setup = _setup_mask(table, protocol)
+    train = setup & (ts < windows.train_end)
+    target = setup & (ts >= windows.target_start) & (ts < windows.target_end)
+    return table.filter(pa.array(train)), table.filter(pa.array(target))
+
+
+def _first_of_runs(sorted_values: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first element of each run of equal values."""
+    first = np.ones(len(sorted_values), dtype=bool)
+    first[1:] = sorted_values[1:] != sorted_values[:-1]
+    return first
+
+
+@dataclass
+class _Accumulator:
+    """What pass 1 keeps between batches: every field here is bounded as its comment says."""
+
+    item_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # max item id + 1 bytes
+    ranked: list[np.ndarray] = field(default_factory=list)  # 4 bytes per ranked user
+    target_uid: list[np.ndarray] = field(default_factory=list)  # 8 bytes per target event: one day of events
+    target_item: list[np.ndarray] = field(default_factory=list)
+    train_events: int = 0
+    window_events: int = 0  # setup events in the target window, ranked users or not: tells the errors apart
+
+    def add(self, train: pa.Table, window: pa.Table) -> None:
+        """Mark the batch's train items, its ranked users, and the target events of those users."""
+        uid = train.column("uid").to_numpy()
+        self._mark_items(train.column("item_id").to_numpy())
+        ranked = uid[_first_of_runs(uid)]  # the batch holds whole users, uid-sorted: so is the concatenation
+        target_uid = window.column("uid").to_numpy()
+        of_ranked = np.isin(target_uid, ranked)  # cold users are never evaluated
+        self.ranked.append(ranked)
+        self.target_uid.append(target_uid[of_ranked])
+        self.target_item.append(window.column("item_id").to_numpy()[of_ranked])
+        self.train_events += len(uid)
+        self.window_events += len(target_uid)
+
+    def _mark_items(self, item_ids: np.ndarray) -> None:
+        if not len(item_ids):
+            return
+        top = int(item_ids.max())
+        if top >= len(self.item_seen):  # grow by doubling: at most ~19 MB at Yambda's 9.4M max item id
+            grown = np.zeros(max(top + 1, 2 * len(self.item_seen)), dtype=bool)
+            grown[: len(self.item_seen)] = self.item_seen
+            self.item_seen = grown
+        self.item_seen[item_ids] = True
+
+    def users(self) -> np.ndarray:
+        return np.concatenate(self.ranked).astype(np.uint32) if self.ranked else np.zeros(0, np.uint32)
+
+    def items(self) -> np.ndarray:
+        return np.flatnonzero(self.item_seen).astype(np.uint32)
+
+    def targets(self, dedup: bool) -> pa.Table:
+        """Target events of ranked users in (uid, time) order; `dedup` keeps first plays."""
+        uid = np.concatenate(self.target_uid) if self.target_uid else np.zeros(0, np.uint32)
+        item = np.concatenate(self.target_item) if self.target_item else np.zeros(0, np.uint32)
+        if dedup:
+            pair = (uid.astype(np.uint64) << np.uint64(32)) | item.astype(np.uint64)
+            # return_index gives each (user, item) pair's first position; sorting restores time order
+            first = np.sort(np.unique(pair, return_index=True)[1])
+            uid, item = uid[first], item[first]
+        return pa.table(
+            {"uid": pa.array(uid, pa.uint32()), "item_id": pa.array(item, pa.uint32())}, schema=TARGETS_SCHEMA
+        )
+
+
+def _stream_source(
+    source: Path, fmt: str, protocol: Protocol, train_path: Path, batch_rows: int, progress: Progress
+) -> _Accumulator:
+    """Pass 1: stream the source whole-user batch by batch, writing train rows and keeping the small parts."""
+    event_file = protocol.source_file()
+    windows = protocol.windows()
+    acc = _Accumulator()
+    with io.ParquetSink(train_path, S.flat_schema(event_file)) as sink:
+        for batch in io.iter_user_batches(source, event_file, fmt, batch_rows=batch_rows):
+            train, window = _route(batch, protocol, windows)
+            sink.write(train)
+            acc.add(train, window)
+            progress.update(batch.num_rows)
+    return acc
+
+
+def _check_split(source: Path, protocol: Protocol, acc: _Accumulator, num_targets: int) -> None:
+    """Refuse a split that cannot be evaluated, naming the file, the window and what to check."""
+    windows = protocol.windows()
+    what = "Listen+ listen" if protocol.setup == "listen_plus" else "like"
+    if acc.train_events == 0:
+        raise SplitError(
+            f"{source}: the train window [0, {windows.train_end}) holds no {what}; check the file's "
+            f"timestamps (the Yambda axis is 0..{S.LAST_TIMESTAMP}) and the protocol's last_timestamp, "
+            f"day and gap"
+        )
+    if acc.window_events == 0:
+        raise SplitError(
+            f"{source}: empty target window [{windows.target_start}, {windows.target_end}) in "
+            f"{protocol.mode!r} mode: no {what} falls in it; check the file's timestamps (the Yambda "
+            f"axis is 0..{S.LAST_TIMESTAMP}) and the protocol's last_timestamp, day and gap"
+        )
+    if num_targets == 0:
+        raise SplitError(
+            f"{source}: no evaluated users: the {acc.window_events} {what}(s) of the target window "
+            f"[{windows.target_start}, {windows.target_end}) all belong to users without a train event"
+        )
+
+
+# --- the cache folder ---------------------------------------------------------------------------------------
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    """meta.json is written last: its presence marks the folder complete."""
+    with io.atomic_path(folder / META_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def _build(
+    folder: Path,
+    source: Path,
+    fmt: str,
+    protocol: Protocol,
+    key: str,
+    fingerprint: str,
+    batch_rows: int,
+    progress: Progress,
+) -> dict:
+    """Fill an empty folder with the split's files; returns its meta."""
+    acc = _stream_source(source, fmt, protocol, folder / "train.parquet", batch_rows, progress)
+    users, items, targets = acc.users(), acc.items(), acc.targets(protocol.dedup_targets)
+    _check_split(source, protocol, acc, targets.num_rows)
+    np.save(folder / "users.npy", users)
+    np.save(folder / "items.npy", items)
+    io.write_parquet(targets, folder / "targets.parquet")
+    counts = {
+        "num_train_events": acc.train_events,
+        "num_ranked_users": len(users),
+        "num_train_items": len(items),
+        "num_eval_users": int(_first_of_runs(targets.column("uid").to_numpy()).sum()),
+        "num_targets": targets.num_rows,
+        "num_target_window_events": acc.window_events,
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "key": key,
+        "protocol": asdict(protocol),
+        "windows": asdict(protocol.windows()),
+        "counts": counts,
+        "source": {
+            "path": str(source),
+            "event_file": protocol.source_file(),
+            "fmt": fmt,
+            "fingerprint": fingerprint,
+        },
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "build_seconds": round(progress.elapsed, 3),
+    }
+    _write_meta(folder, meta)
+    return meta
+
+
+def make_split(
+    layout: DatasetLayout,
+    protocol: Protocol,
+    fmt: str = "flat",
+    cache_dir: Path | None = None,
+    batch_rows: int = io.DEFAULT_BATCH_ROWS,
+    progress: bool = True,
+) -> Split:
+    """The split of `layout`'s setup file under `protocol`, from the cache when built before, else built now.
+
+    The cache folder is cache_dir/KEY (default ROOT/.cache/splits/KEY); it is built in a temporary folder
+    beside it and renamed, so a killed run never leaves a folder that looks complete.
+    """
+    S.check_format(fmt)
+    source = layout.require([protocol.source_file()], fmt)[0]
+    fingerprint = source_fingerprint(source)
+    key = split_key(protocol, fingerprint)
+    folder = Path(cache_dir if cache_dir is not None else layout.root / ".cache" / "splits") / key
+    if (folder / META_FILE).is_file():  # complete: reuse without reading the data
+        return load_split(folder)
+    total = io.open_parquet(source).metadata.num_rows if fmt == "flat" else None  # sequential: rows are users
+    bar = Progress(f"split {protocol.setup}/{protocol.mode}", total=total, unit="events", enabled=progress)
+    # atomic_path also replaces a half-written folder (one without meta.json) left under the final name
+    with io.atomic_path(folder) as tmp:
+        tmp.mkdir()
+        counts = _build(tmp, source, fmt, protocol, key, fingerprint, batch_rows, bar)["counts"]
+    bar.summary(
+        f"{counts['num_train_events']:,} train events, {counts['num_ranked_users']:,} ranked users, "
+        f"{counts['num_train_items']:,} train items, {counts['num_eval_users']:,} evaluated users, "
+        f"{counts['num_targets']:,} targets -> {folder}"
+    )
+    return load_split(folder)
+
+
+def load_split(path: Path) -> Split:
+    """Reopen a complete split folder written by make_split."""
+    return Split(Path(path))
+
+
+# --- the handle ---------------------------------------------------------------------------------------------
+
+
+def _dense_index(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Position of each id in an ascending id array, -1 where absent (int64)."""
+    ids = np.asarray(ids)
+    if not len(sorted_ids):
+        return np.full(ids.shape, -1, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, ids)
+    found = sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] == ids
+    return np.where(found, pos, -1).astype(np.int64)
+
+
+def _targets_from_rows(rows: pa.Table, users: np.ndarray, items: np.ndarray) -> Targets:
+    """CSR targets from (uid, item_id) rows in (uid, time) order; each uid is a ranked user."""
+    uid = rows.column("uid").to_numpy()
+    item_id = rows.column("item_id").to_numpy()
+    starts = np.flatnonzero(_first_of_runs(uid))
+    return Targets(
+        user_idx=_dense_index(users, uid[starts]),
+        offsets=np.append(starts, len(uid)).astype(np.int64),
+        item_idx=_dense_index(items, item_id),
+        item_id=item_id.astype(np.uint32),
+    )
+
+
+class Split:
+    """A handle on a cached split folder: users, items and targets are loaded, train events are streamed."""
+
+    def __init__(self, path: Path):
+        meta_path = Path(path) / META_FILE
+        if not meta_path.is_file():
+            raise SplitError(
+                f"{path} is not a complete split folder (no {META_FILE}); build it with make_split"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise SplitError(
+                f"{meta_path}: split format version {meta.get('format_version')!r}, this code reads "
+                f"{FORMAT_VERSION}; rebuild it with make_split"
+            )
+        self.path = Path(path)
+        self.meta = meta
+        self.protocol = Protocol(**meta["protocol"])
+        self.key: str = meta["key"]
+        self.users: np.ndarray = np.load(self.path / "users.npy")  # uint32, ascending; user_idx = position
+        self.items: np.ndarray = np.load(self.path / "items.npy")  # uint32, ascending; item_idx = position
+        self.num_users, self.num_items = len(self.users), len(self.items)
+        self.num_train_events: int = meta["counts"]["num_train_events"]
+        self.train_path = self.path / "train.parquet"
+        self.targets = _targets_from_rows(
+            io.read_table(self.path / "targets.parquet", TARGETS_SCHEMA), self.users, self.items
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Split({self.protocol.setup}/{self.protocol.mode}, {self.num_users:,} users, {self.num_items:,} "
+            f"items, {self.num_train_events:,} train events, {self.targets.num_users:,} evaluated, "
+            f"{self.path})"
+        )
+
+    @cached_property
+    def _item_lookup(self) -> np.ndarray:
+        """Raw item id -> item_idx (-1 elsewhere): 4 bytes per id up to the max train id, ~38 MB at Yambda."""
+        lookup = np.full(int(self.items[-1]) + 1 if self.num_items else 0, -1, dtype=np.int32)
+        lookup[self.items] = np.arange(self.num_items, dtype=np.int32)
+        return lookup
+
+    def user_index(self, uids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Raw uids -> dense user_idx (int64), -1 where the user is not ranked."""
+        return _dense_index(self.users, np.asarray(uids))
+
+    def item_index(self, item_ids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Raw item ids -> dense item_idx (int64), -1 where the item is not a train item."""
+        return _dense_index(self.items, np.asarray(item_ids))
+
+    def iter_train(
+        self,
+        columns: Sequence[str] = ("user_idx", "item_idx", "timestamp"),
+        batch_rows: int = io.DEFAULT_BATCH_ROWS,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Stream train events sorted by (user_idx, timestamp), whole users per batch, with dense ids.
+
+        user_idx, item_idx and timestamp come as int64; any other raw column of the source file in its type.
+        Memory: one batch plus the item lookup array.
+        """
+        event_file = self.protocol.source_file()
+        raw_columns = list(S.flat_columns(event_file))
+        unknown = [c for c in columns if c not in DENSE_COLUMNS and c not in raw_columns]
+        if unknown:
+            raise ValueError(
+                f"unknown train column(s) {unknown}; valid choices: "
+                f"{', '.join((*DENSE_COLUMNS, *raw_columns))}"
+            )
+        read = [c for c in raw_columns if c in columns or (c == "item_id" and "item_idx" in columns)]
+        for batch in io.iter_user_batches(self.train_path, event_file, "flat", read, batch_rows):
+            yield {name: self._train_column(batch, name) for name in columns}
+
+    def _train_column(self, batch: pa.Table, name: str) -> np.ndarray:
+        if name == "user_idx":
+            return np.searchsorted(self.users, batch.column("uid").to_numpy()).astype(np.int64)
+        if name == "item_idx":
+            return self._item_lookup[batch.column("item_id").to_numpy()].astype(np.int64)
+        values = batch.column(name).to_numpy()
+        return values.astype(np.int64) if name == "timestamp" else values
+
+    def export(self, out_dir: Path) -> None:
+        """Write OUT/train.parquet (raw train events) and OUT/targets.parquet (uid, item_id per target)."""
+        out_dir = Path(out_dir)
+        for name in ("train.parquet", "targets.parquet"):
+            with io.atomic_path(out_dir / name) as tmp:
+                shutil.copyfile(self.path / name, tmp)
+
+    def describe(self) -> dict:
+        """Counts and provenance for summaries and run manifests."""
+        return {
+            "key": self.key,
+            "setup": self.protocol.setup,
+            "mode": self.protocol.mode,
+            "windows": asdict(self.protocol.windows()),
+            "source": self.meta["source"]["path"],
+            "fmt": self.meta["source"]["fmt"],
+            **self.meta["counts"],
+        }
