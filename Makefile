@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DATA   ?= data
+DEMO_MODELS ?= random,mostpop,decaypop
 # torch: a CPU build where no NVIDIA GPU is present; the default (CUDA) build where one is.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "dev,gpu" || echo "dev")
@@ -25,8 +26,9 @@ setup: $(VENV)/.installed  ## make .venv and install yambda_dl with its dev extr
 
 demo: setup  ## generate the small synthetic dataset, run every model, print the results table
 	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small
-	$(VENV)/bin/yambda-data stats --root $(DATA)/synthetic_small --size small
-	$(VENV)/bin/yambda-data split --root $(DATA)/synthetic_small --size small --setup listen_plus --mode final
+	$(VENV)/bin/yambda-train -m data=synthetic_small paths.data_dir=$(DATA) model=$(DEMO_MODELS) \
+		hydra.sweep.dir=outputs/demo logger=none
+	$(VENV)/bin/yambda-report outputs/demo
 
 test: setup  ## run the test suite (about 10 minutes on 2 cores)
 	WANDB_MODE=offline $(PY) -m pytest -q

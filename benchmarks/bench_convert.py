@@ -51,17 +51,13 @@ def generate_listens(path: Path, rows: int, seed: int = 0) -> int:
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for first in range(0, users, GENERATION_CHUNK_USERS):
             writer.write_table(
-                _listen_chunk(
-                    rng, np.arange(first, min(first + GENERATION_CHUNK_USERS, users)), lengths, schema
-                ),
+                _listen_chunk(rng, np.arange(first, min(first + GENERATION_CHUNK_USERS, users)), lengths, schema),
                 row_group_size=1 << 20,
             )
     return users
 
 
-def _listen_chunk(
-    rng: np.random.Generator, user_index: np.ndarray, lengths: np.ndarray, schema: pa.Schema
-) -> pa.Table:
+def _listen_chunk(rng: np.random.Generator, user_index: np.ndarray, lengths: np.ndarray, schema: pa.Schema) -> pa.Table:
     """The events of some users: timestamps sorted within each user, items from a heavy-tailed popularity."""
     uid = np.repeat(user_index + 100, lengths[user_index]).astype(np.uint32)
     n = len(uid)
@@ -145,9 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000_000)
     parser.add_argument("--batch-rows", type=int, default=1 << 21)
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="where to write the files (default: a temp dir)"
-    )
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the files (default: a temp dir)")
     parser.add_argument("--child", choices=TASKS, help=argparse.SUPPRESS)
     parser.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dst", type=Path, help=argparse.SUPPRESS)

@@ -45,9 +45,7 @@ def flat_row_bytes(event_file: str) -> int:
 # --- input --------------------------------------------------------------------------------------------------
 
 
-def _user_chunk(
-    rng: np.random.Generator, uids: np.ndarray, lengths: np.ndarray, catalogue: np.ndarray
-) -> pa.Table:
+def _user_chunk(rng: np.random.Generator, uids: np.ndarray, lengths: np.ndarray, catalogue: np.ndarray) -> pa.Table:
     """Listens of a few users, sorted by (uid, timestamp), Yambda-like value ranges (SPEC.md section 8)."""
     n = int(lengths.sum())
     uid = np.repeat(uids, lengths).astype(np.uint32)
@@ -220,9 +218,7 @@ def report(args: argparse.Namespace, sizes: list[tuple[str, int]]) -> None:
                 f"{r['num_eval_users']:>6,} {r['num_targets']:>9,}",
                 flush=True,
             )
-    print(
-        "peak RSS: the split child's ru_maxrss; baseline: the same right after its imports, before any data"
-    )
+    print("peak RSS: the split child's ru_maxrss; baseline: the same right after its imports, before any data")
 
 
 def main() -> None:

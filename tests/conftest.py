@@ -29,8 +29,9 @@ def write_flat(layout: DatasetLayout, event_file: str, rows: list[tuple]) -> Pat
     schema = S.flat_schema(event_file)
     rows = sorted(rows, key=lambda r: (r[0], r[1]))
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema.names]
-    table = pa.table({name: pa.array(col, type=schema.field(name).type) for name, col in
-                      zip(schema.names, columns, strict=True)})
+    table = pa.table(
+        {name: pa.array(col, type=schema.field(name).type) for name, col in zip(schema.names, columns, strict=True)}
+    )
     path = layout.event_path(event_file, "flat")
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
@@ -51,8 +52,14 @@ def popularity_layout(tmp_path: Path) -> DatasetLayout:
     layout = DatasetLayout(tmp_path / "yambda", "hand")
     early, late = 1_000_000, TRAIN_END - 5
     rows = []
-    for uid, items in {1: [10, 20, 30, 40], 2: [10, 20, 30, 40], 3: [10, 20, 30, 40], 4: [10, 20, 30],
-                       5: [10, 20, 50], 6: [10, 50]}.items():
+    for uid, items in {
+        1: [10, 20, 30, 40],
+        2: [10, 20, 30, 40],
+        3: [10, 20, 30, 40],
+        4: [10, 20, 30],
+        5: [10, 20, 50],
+        6: [10, 50],
+    }.items():
         rows += [listen(uid, early + 5 * i, item) for i, item in enumerate(items)]
     rows = [r if not (r[2] == 50) else listen(r[0], late, 50) for r in rows]
     rows += [listen(uid, TEST_START + 100, 10 * uid) for uid in range(1, 6)]  # targets 10..50

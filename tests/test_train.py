@@ -19,8 +19,14 @@ MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 
 def hand_overrides(layout, out: Path) -> list[str]:
-    return [f"data.root={layout.root}", f"data.size={layout.size}", "data.synthetic_preset=null",
-            "data.name=hand", "ks=[1,3,5]", f"hydra.run.dir={out}"]
+    return [
+        f"data.root={layout.root}",
+        f"data.size={layout.size}",
+        "data.synthetic_preset=null",
+        "data.name=hand",
+        "ks=[1,3,5]",
+        f"hydra.run.dir={out}",
+    ]
 
 
 def compose_cfg(overrides: list[str], out: Path):
@@ -89,8 +95,9 @@ def test_missing_real_dataset_says_how_to_download(tmp_path):
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "yambda_dl.train", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "yambda_dl.train", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_unknown_model_lists_the_choices(tmp_path):
@@ -102,14 +109,17 @@ def test_unknown_model_lists_the_choices(tmp_path):
 @pytest.mark.slow
 def test_multirun_computes_the_split_once_and_reports(popularity_layout, tmp_path):
     overrides = [o for o in hand_overrides(popularity_layout, tmp_path) if not o.startswith("hydra.run")]
-    result = run_cli(["-m", "model=random,mostpop,decaypop", f"hydra.sweep.dir={tmp_path}/sweep", *overrides],
-                     tmp_path)
+    result = run_cli(["-m", "model=random,mostpop,decaypop", f"hydra.sweep.dir={tmp_path}/sweep", *overrides], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "sweep").rglob("metrics.json"))
     assert len(runs) == 3
     assert len(list((popularity_layout.root / ".cache" / "splits").iterdir())) == 1  # one split, reused
-    report = subprocess.run([sys.executable, "-m", "yambda_dl.report", str(tmp_path / "sweep")],
-                            capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "yambda_dl.report", str(tmp_path / "sweep")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     assert "| random |" in report.stdout and "| mostpop |" in report.stdout and "| decaypop |" in report.stdout
     assert "NDCG@10" in report.stdout

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from yambda_dl.paper import REPORT_COLUMNS, paper_result
 from yambda_dl.data.schema import RELEASE_SIZES
+from yambda_dl.paper import REPORT_COLUMNS, paper_result
 
 HEADERS = ("NDCG@10", "NDCG@100", "Recall@10", "Recall@100", "Coverage@10", "Coverage@100")
 # the order of the paper's tables; models it does not list come after, by name
@@ -54,13 +54,18 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
         this = (run["data"], run["setup"], run["mode"])
         if this != group:
             group = this
-            lines += ["", f"### {run['data']} · {run['setup']} · {run['mode']}", "",
-                      "| model | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 1) + "|"]
+            lines += [
+                "",
+                f"### {run['data']} · {run['setup']} · {run['mode']}",
+                "",
+                "| model | " + " | ".join(HEADERS) + " |",
+                "|---" * (len(HEADERS) + 1) + "|",
+            ]
         lines.append(f"| {run['model']} | " + " | ".join(_cells(run["metrics"])) + " |")
         if run["size"] in RELEASE_SIZES and run["mode"] == "final":
             paper = paper_result(run["size"], run["setup"], run["model"])
             if paper is not None:
-                lines.append(f"| ↳ paper | " + " | ".join(_cells(paper)) + " |")
+                lines.append("| ↳ paper | " + " | ".join(_cells(paper)) + " |")
     return "\n".join(lines).strip() + "\n"
 
 

@@ -55,10 +55,21 @@ def build_trainer(cfg: DictConfig, logger: Any | None, split: Split) -> lightnin
     """The Lightning Trainer of cfg.trainer; in tune mode it evaluates on the validation day as it trains."""
     callbacks = []
     if split.protocol.mode == "tune":
-        callbacks.append(RankingEvaluation(split, ks=cfg.ks, every_n_epochs=cfg.eval.every_n_epochs,
-                                           batch_users=cfg.eval.batch_users, backend=cfg.eval.backend))
-    return hydra.utils.instantiate(cfg.trainer, logger=logger if logger is not None else False,
-                                   default_root_dir=cfg.paths.output_dir, callbacks=callbacks)
+        callbacks.append(
+            RankingEvaluation(
+                split,
+                ks=cfg.ks,
+                every_n_epochs=cfg.eval.every_n_epochs,
+                batch_users=cfg.eval.batch_users,
+                backend=cfg.eval.backend,
+            )
+        )
+    return hydra.utils.instantiate(
+        cfg.trainer,
+        logger=logger if logger is not None else False,
+        default_root_dir=cfg.paths.output_dir,
+        callbacks=callbacks,
+    )
 
 
 def write_recommendations(split: Split, items: torch.Tensor, scores: torch.Tensor, path: Path) -> None:
@@ -68,11 +79,13 @@ def write_recommendations(split: Split, items: torch.Tensor, scores: torch.Tenso
     offsets = np.zeros(len(items_np) + 1, dtype=np.int32)
     np.cumsum(valid.sum(axis=1), out=offsets[1:])
     raw_items = split.items[items_np[valid]]
-    table = pa.table({
-        "uid": pa.array(split.users, pa.uint32()),
-        "item_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(raw_items, pa.uint32())),
-        "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(scores_np[valid], pa.float32())),
-    })
+    table = pa.table(
+        {
+            "uid": pa.array(split.users, pa.uint32()),
+            "item_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(raw_items, pa.uint32())),
+            "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(scores_np[valid], pa.float32())),
+        }
+    )
     write_parquet(table, path)
 
 
@@ -88,12 +101,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     protocol = Protocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
     layout = prepare_data(cfg.data, protocol.source_file())
     t = time.perf_counter()
-    split = make_split(layout, protocol, fmt=cfg.data.format,
-                       cache_dir=Path(cfg.paths.cache_dir) if cfg.paths.cache_dir else None)
+    split = make_split(
+        layout,
+        protocol,
+        fmt=cfg.data.format,
+        cache_dir=Path(cfg.paths.cache_dir) if cfg.paths.cache_dir else None,
+    )
     timings["split_s"] = time.perf_counter() - t
     if ks[-1] > split.num_items:
-        raise ValueError(f"ks={ks}: k={ks[-1]} is larger than the {split.num_items} candidate (train) items; "
-                         f"lower `ks`")
+        raise ValueError(
+            f"ks={ks}: k={ks[-1]} is larger than the {split.num_items} candidate (train) items; lower `ks`"
+        )
 
     model = build_model(cfg.model)
     logger = build_logger(cfg)
@@ -104,9 +122,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     t = time.perf_counter()
     exclude = seen_items(split) if cfg.eval.filter_seen else None
-    items, scores = recommend_all(model, split.num_users, ks[-1], exclude=exclude, batch_users=cfg.eval.batch_users,
-                                  backend=cfg.eval.backend, user_tile=cfg.eval.user_tile,
-                                  item_tile=cfg.eval.item_tile)
+    items, scores = recommend_all(
+        model,
+        split.num_users,
+        ks[-1],
+        exclude=exclude,
+        batch_users=cfg.eval.batch_users,
+        backend=cfg.eval.backend,
+        user_tile=cfg.eval.user_tile,
+        item_tile=cfg.eval.item_tile,
+    )
     timings["recommend_s"] = time.perf_counter() - t
     t = time.perf_counter()
     metrics = evaluate(items, split.targets, split.num_items, ks)
@@ -114,9 +139,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - started
 
     result = {
-        "model": cfg.model.name, "data": cfg.data.name, "size": cfg.data.size, "setup": protocol.setup,
-        "mode": protocol.mode, "filter_seen": bool(cfg.eval.filter_seen), "metrics": metrics, "timings": timings,
-        "peak_memory_mb": runinfo.peak_rss_mb(), "split": split.describe(),
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "size": cfg.data.size,
+        "setup": protocol.setup,
+        "mode": protocol.mode,
+        "filter_seen": bool(cfg.eval.filter_seen),
+        "metrics": metrics,
+        "timings": timings,
+        "peak_memory_mb": runinfo.peak_rss_mb(),
+        "split": split.describe(),
     }
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -125,11 +157,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.save_recommendations:
         write_recommendations(split, items, scores, out / "recommendations.parquet")
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    runinfo.write_json({
-        "data_fingerprint": split.meta["source"]["fingerprint"], "split_key": split.key, "split_path": str(split.path),
-        "seeds": {"seed": int(cfg.seed), "data_seed": int(cfg.data.seed)}, "versions": runinfo.package_versions(),
-        "git_revision": runinfo.git_revision(), "machine": runinfo.machine(), "command": runinfo.command_line(),
-    }, out / "manifest.json")
+    runinfo.write_json(
+        {
+            "data_fingerprint": split.meta["source"]["fingerprint"],
+            "split_key": split.key,
+            "split_path": str(split.path),
+            "seeds": {"seed": int(cfg.seed), "data_seed": int(cfg.data.seed)},
+            "versions": runinfo.package_versions(),
+            "git_revision": runinfo.git_revision(),
+            "machine": runinfo.machine(),
+            "command": runinfo.command_line(),
+        },
+        out / "manifest.json",
+    )
     runinfo.write_json(result, out / "metrics.json")  # last: its presence marks a finished run
     print(f"\n{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode}); outputs in {out}")
     print(format_metrics_table(metrics, ks))

@@ -40,9 +40,7 @@ def flat_table(event_file: str) -> pa.Table:
     if event_file in ("listens", "multi_event"):
         keep = NULL_WHERE_NOT_LISTEN if event_file == "multi_event" else [0] * len(UID)
         columns["played_ratio_pct"] = [r if k is not None else None for r, k in zip(RATIO, keep, strict=True)]
-        columns["track_length_seconds"] = [
-            n if k is not None else None for n, k in zip(LENGTH, keep, strict=True)
-        ]
+        columns["track_length_seconds"] = [n if k is not None else None for n, k in zip(LENGTH, keep, strict=True)]
     if event_file == "multi_event":
         columns["event_type"] = pa.array(EVENT_TYPE).dictionary_encode()
     return pa.Table.from_pydict(columns).cast(S.flat_schema(event_file))
@@ -53,9 +51,7 @@ def decoded(table: pa.Table) -> pa.Table:
     if "event_type" not in table.column_names:
         return table.combine_chunks()
     index = table.column_names.index("event_type")
-    return table.set_column(
-        index, "event_type", table.column("event_type").cast(pa.string())
-    ).combine_chunks()
+    return table.set_column(index, "event_type", table.column("event_type").cast(pa.string())).combine_chunks()
 
 
 @pytest.mark.parametrize("event_file", S.EVENT_FILES)
@@ -64,12 +60,8 @@ def test_round_trip_is_lossless(tmp_path, event_file, batch_rows):
     original = flat_table(event_file)
     pq.write_table(original, tmp_path / "flat.parquet")
 
-    there = flat_to_sequential(
-        tmp_path / "flat.parquet", tmp_path / "seq.parquet", event_file, batch_rows, False
-    )
-    back = sequential_to_flat(
-        tmp_path / "seq.parquet", tmp_path / "back.parquet", event_file, batch_rows, False
-    )
+    there = flat_to_sequential(tmp_path / "flat.parquet", tmp_path / "seq.parquet", event_file, batch_rows, False)
+    back = sequential_to_flat(tmp_path / "seq.parquet", tmp_path / "back.parquet", event_file, batch_rows, False)
 
     result = pq.read_table(tmp_path / "back.parquet")
     assert result.schema == S.flat_schema(event_file)
@@ -109,9 +101,7 @@ def test_group_by_user_builds_lists_from_offsets():
 def test_card_plural_names_are_read(tmp_path):
     pq.write_table(flat_table("likes"), tmp_path / "flat.parquet")
     flat_to_sequential(tmp_path / "flat.parquet", tmp_path / "seq.parquet", "likes", 1000, False)
-    seq = pq.read_table(tmp_path / "seq.parquet").rename_columns(
-        ["uid", "timestamps", "item_ids", "is_organic"]
-    )
+    seq = pq.read_table(tmp_path / "seq.parquet").rename_columns(["uid", "timestamps", "item_ids", "is_organic"])
     pq.write_table(seq, tmp_path / "card.parquet")
     sequential_to_flat(tmp_path / "card.parquet", tmp_path / "back.parquet", "likes", 1000, False)
     assert pq.read_table(tmp_path / "back.parquet").equals(flat_table("likes"))

@@ -20,9 +20,7 @@ def vector(item_id: int) -> list[float]:
     return [float(item_id)] + [i / 1000 for i in range(1, DIM)]
 
 
-def write_embeddings(
-    path, value_type: pa.DataType = FLOAT32, fixed=False, row_group_rows=2, ids=FILE_IDS
-) -> None:
+def write_embeddings(path, value_type: pa.DataType = FLOAT32, fixed=False, row_group_rows=2, ids=FILE_IDS) -> None:
     list_type = pa.list_(value_type, DIM) if fixed else pa.list_(value_type)
     vectors = pa.array([vector(i) for i in ids], list_type)
     table = pa.table({"item_id": pa.array(ids, pa.uint32()), "embed": vectors, "normalized_embed": vectors})
@@ -113,9 +111,7 @@ def test_artist_mapping_keeps_the_first_artist_across_batches(tmp_path):
 
 
 def test_album_mapping_and_unknown_kind(tmp_path):
-    table = pa.table(
-        {"album_id": pa.array([1, 2], pa.int64()), "item_id": pa.array([1491131, 5], pa.int64())}
-    )
+    table = pa.table({"album_id": pa.array([1, 2], pa.int64()), "item_id": pa.array([1491131, 5], pa.int64())})
     pq.write_table(table, tmp_path / "album.parquet")
     album, present = read_item_mapping(tmp_path / "album.parquet", "album", np.array([5, 1491131]))
     assert album.tolist() == [2, 1] and present.all()

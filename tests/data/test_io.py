@@ -58,17 +58,13 @@ def test_not_a_parquet_file_is_named(tmp_path):
 
 def test_missing_column_names_file_column_and_what_the_file_has(tmp_path):
     path = write(tmp_path, likes().drop_columns(["is_organic"]))
-    with pytest.raises(
-        S.SchemaError, match=r"likes\.parquet: missing column 'is_organic'; the file has: uid, "
-    ):
+    with pytest.raises(S.SchemaError, match=r"likes\.parquet: missing column 'is_organic'; the file has: uid, "):
         read_flat(path)
 
 
 def test_a_column_outside_the_schema_is_named_with_the_valid_ones(tmp_path):
     path = write(tmp_path, likes())
-    with pytest.raises(
-        S.SchemaError, match=r"column 'event_type' is not part .*valid columns: uid, timestamp"
-    ):
+    with pytest.raises(S.SchemaError, match=r"column 'event_type' is not part .*valid columns: uid, timestamp"):
         next(io.iter_flat_batches(path, "likes", columns=["uid", "event_type"]))
 
 
@@ -88,9 +84,7 @@ def test_string_uid_cannot_be_cast(tmp_path):
 )
 def test_values_that_do_not_fit_the_official_type(tmp_path, column, values, official):
     path = write(tmp_path, likes(**{column: pa.array(values, pa.int64())}))
-    with pytest.raises(
-        S.SchemaError, match=rf"likes\.parquet: column '{column}' holds values .* official {official}"
-    ):
+    with pytest.raises(S.SchemaError, match=rf"likes\.parquet: column '{column}' holds values .* official {official}"):
         read_flat(path)
 
 
@@ -125,35 +119,25 @@ def listens(**overrides) -> pa.Table:
 
 def test_played_ratio_over_159_is_refused(tmp_path):
     path = write(tmp_path, listens(played_ratio_pct=pa.array([100, 200, 0])), "listens.parquet")
-    with pytest.raises(
-        S.SchemaError, match=r"listens\.parquet: column 'played_ratio_pct' holds 200; .*0\.\.159"
-    ):
+    with pytest.raises(S.SchemaError, match=r"listens\.parquet: column 'played_ratio_pct' holds 200; .*0\.\.159"):
         read_flat(path, "listens")
 
 
 def test_nulls_in_listen_columns_are_allowed_only_in_multi_event(tmp_path):
     path = write(tmp_path, listens(played_ratio_pct=pa.array([100, None, 0])), "listens.parquet")
-    with pytest.raises(
-        S.SchemaError, match=r"'played_ratio_pct' holds 1 null value\(s\); nulls are allowed only"
-    ):
+    with pytest.raises(S.SchemaError, match=r"'played_ratio_pct' holds 1 null value\(s\); nulls are allowed only"):
         read_flat(path, "listens")
 
 
 def test_multi_event_keeps_nulls_and_refuses_unknown_event_types(tmp_path):
     table = listens(played_ratio_pct=pa.array([100, None, 0]))
-    good = write(
-        tmp_path, table.append_column("event_type", pa.array(["listen", "like", "listen"])), "good.parquet"
-    )
+    good = write(tmp_path, table.append_column("event_type", pa.array(["listen", "like", "listen"])), "good.parquet")
     result = read_flat(good, "multi_event")
     assert result.column("played_ratio_pct").to_pylist() == [100, None, 0]
     assert result.schema.field("event_type").type == S.EVENT_TYPE_ARROW
 
-    bad = write(
-        tmp_path, table.append_column("event_type", pa.array(["listen", "play", "listen"])), "bad.parquet"
-    )
-    with pytest.raises(
-        S.SchemaError, match=r"bad\.parquet: column 'event_type' holds \['play'\]; valid choices: "
-    ):
+    bad = write(tmp_path, table.append_column("event_type", pa.array(["listen", "play", "listen"])), "bad.parquet")
+    with pytest.raises(S.SchemaError, match=r"bad\.parquet: column 'event_type' holds \['play'\]; valid choices: "):
         read_flat(bad, "multi_event")
 
 
@@ -181,9 +165,7 @@ def test_sequential_file_is_exploded_in_stored_order(tmp_path):
 
 def test_list_columns_of_different_lengths_are_refused(tmp_path):
     path = write(tmp_path, sequential(item_id=pa.array([[7, 8], [9, 10]], pa.list_(pa.uint32()))))
-    with pytest.raises(
-        S.SchemaError, match=r"likes\.parquet: list columns 'timestamp' and 'item_id' have different"
-    ):
+    with pytest.raises(S.SchemaError, match=r"likes\.parquet: list columns 'timestamp' and 'item_id' have different"):
         read_sequential(path)
 
 
@@ -204,9 +186,7 @@ def test_unsorted_uids_are_refused_in_both_formats(tmp_path):
 
 def test_unknown_event_file_and_format_names_list_the_choices(tmp_path):
     path = write(tmp_path, likes())
-    with pytest.raises(
-        S.SchemaError, match=r"unknown event file 'plays'; valid choices: listens, likes, dislikes"
-    ):
+    with pytest.raises(S.SchemaError, match=r"unknown event file 'plays'; valid choices: listens, likes, dislikes"):
         read_flat(path, "plays")
     with pytest.raises(S.SchemaError, match=r"unknown format 'csv'; valid choices: flat, sequential"):
         list(io.iter_user_batches(path, "likes", "csv"))

@@ -24,10 +24,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 def test_paths_follow_the_hub_layout(tmp_path):
     layout = DatasetLayout(tmp_path, "50m")
     assert layout.event_path("likes") == tmp_path / "flat" / "50m" / "likes.parquet"
-    assert (
-        layout.event_path("multi_event", "sequential")
-        == tmp_path / "sequential" / "50m" / "multi_event.parquet"
-    )
+    assert layout.event_path("multi_event", "sequential") == tmp_path / "sequential" / "50m" / "multi_event.parquet"
     assert layout.embeddings_path == tmp_path / "embeddings.parquet"
     assert layout.artist_mapping_path == tmp_path / "artist_item_mapping.parquet"
     assert layout.album_mapping_path == tmp_path / "album_item_mapping.parquet"
@@ -48,9 +45,7 @@ def test_event_path_refuses_unknown_names(tmp_path):
 
 @pytest.mark.parametrize("size", ["50M", "", "../up", "a b", "_x"])
 def test_invalid_size_names_are_refused_with_the_choices(tmp_path, size):
-    with pytest.raises(
-        ValueError, match=r"invalid dataset size .*50m, 500m, 5b or a synthetic dataset's name"
-    ):
+    with pytest.raises(ValueError, match=r"invalid dataset size .*50m, 500m, 5b or a synthetic dataset's name"):
         DatasetLayout(tmp_path, size)
 
 
@@ -135,9 +130,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_hub():
-    FakeHub.files = {
-        name: f"content of {name}".encode() for name in hub_filenames("50m", ("flat", "sequential"))
-    }
+    FakeHub.files = {name: f"content of {name}".encode() for name in hub_filenames("50m", ("flat", "sequential"))}
     FakeHub.log = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -66,8 +66,16 @@ def test_sequential_50m_users():
     assert io.open_parquet(path).metadata.num_rows == reference()["sequential_50m"]["users_processed"]
 
 
-@pytest.mark.parametrize("event_file,key", [("listens", "listens"), ("likes", "like"), ("dislikes", "dislike"),
-                                            ("unlikes", "unlike"), ("undislikes", "undislike")])
+@pytest.mark.parametrize(
+    "event_file,key",
+    [
+        ("listens", "listens"),
+        ("likes", "like"),
+        ("dislikes", "dislike"),
+        ("unlikes", "unlike"),
+        ("undislikes", "undislike"),
+    ],
+)
 def test_flat_5b_rows(event_file, key):
     facts = reference()["flat_5b_and_sequential_5b"]
     path = present(DatasetLayout(Path(ROOT or "."), "5b").event_path(event_file, "flat"))
@@ -80,8 +88,11 @@ def test_embeddings_facts():
     path = present(DatasetLayout(Path(ROOT or "."), "50m").embeddings_path)
     meta = io.open_parquet(path).metadata
     assert meta.num_rows == facts["rows"]
-    ids = np.concatenate([t.column("item_id").to_numpy() for t in
-                          (io.open_parquet(path).read_row_group(g, columns=["item_id"]) for g in
-                           range(meta.num_row_groups))])
+    ids = np.concatenate(
+        [
+            t.column("item_id").to_numpy()
+            for t in (io.open_parquet(path).read_row_group(g, columns=["item_id"]) for g in range(meta.num_row_groups))
+        ]
+    )
     assert ids.min() == facts["min_item_id"] and ids.max() == facts["max_item_id"]
     assert bool(np.all(ids[1:] > ids[:-1])) == facts["item_ids_sorted"]

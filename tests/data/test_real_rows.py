@@ -40,9 +40,7 @@ def as_strings(table: pa.Table) -> pa.Table:
 def test_multi_event_rows_stream_in_the_official_types():
     table = concat(io.iter_flat_batches(MULTI_EVENT, "multi_event", batch_rows=8))
     assert table.num_rows == 31
-    assert [(f.name, f.type) for f in table.schema] == [
-        (f.name, f.type) for f in S.flat_schema("multi_event")
-    ]
+    assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in S.flat_schema("multi_event")]
     assert set(table.column("event_type").to_pylist()) == {"listen"}
     assert as_strings(table).equals(as_strings(pq.read_table(MULTI_EVENT)))
 
@@ -117,13 +115,9 @@ def mapping_rows() -> list[dict[str, str]]:
 
 def write_mapping(path: Path, kind: str) -> None:
     """The observed (kind_id, item_id) pairs in CSV order, duplicates dropped as the real mapping has none."""
-    pairs = list(
-        dict.fromkeys((int(r[f"{kind}_id"]), int(r["item_id"])) for r in mapping_rows() if r[f"{kind}_id"])
-    )
+    pairs = list(dict.fromkeys((int(r[f"{kind}_id"]), int(r["item_id"])) for r in mapping_rows() if r[f"{kind}_id"]))
     ids, items = zip(*pairs, strict=True)
-    pq.write_table(
-        pa.table({f"{kind}_id": pa.array(ids, pa.uint32()), "item_id": pa.array(items, pa.uint32())}), path
-    )
+    pq.write_table(pa.table({f"{kind}_id": pa.array(ids, pa.uint32()), "item_id": pa.array(items, pa.uint32())}), path)
 
 
 def test_real_mapping_rows_are_read_per_item(tmp_path):

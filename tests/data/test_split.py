@@ -162,9 +162,7 @@ def test_train_file_keeps_the_source_schema_and_order(final_layout, tmp_path):
     split = build(final_layout, tmp_path)
     assert pq.read_schema(split.train_path).remove_metadata() == S.flat_schema("listens")
     rows = train_rows(split)
-    assert list(
-        zip(rows["uid"], rows["timestamp"], rows["item_id"], rows["played_ratio_pct"], strict=True)
-    ) == [
+    assert list(zip(rows["uid"], rows["timestamp"], rows["item_id"], rows["played_ratio_pct"], strict=True)) == [
         (1, 0, 10, 100),
         (1, 25_911_799, 11, 50),
         (2, 500, 20, 100),
@@ -260,9 +258,7 @@ def test_tune_mode_boundaries(tmp_path):
 
 def test_like_setup_ignores_unlikes_and_listen_filter(tmp_path):
     likes = events_table("likes", [(1, 100, 10), (1, 200, 11), (2, 300, 10), (2, 25_950_000, 11)])
-    unlikes = events_table(
-        "unlikes", [(1, 150, 10), (2, 400, 10)]
-    )  # would cancel the likes if they were read
+    unlikes = events_table("unlikes", [(1, 150, 10), (2, 400, 10)])  # would cancel the likes if they were read
     layout = write_dataset(tmp_path / "data", "likes", {"likes": likes, "unlikes": unlikes})
     split = build(layout, tmp_path, protocol=Protocol(setup="like"))
     assert split.users.tolist() == [1, 2]
@@ -313,9 +309,7 @@ def test_default_cache_dir_is_under_the_root(final_layout):
 def test_changed_data_or_protocol_changes_the_key(final_layout, tmp_path):
     before = build(final_layout, tmp_path)
     assert build(final_layout, tmp_path, protocol=Protocol(dedup_targets=True)).key != before.key
-    write_dataset(
-        final_layout.root, final_layout.size, {"listens": listens_table([*FINAL_ROWS, (6, 10, 10, 100)])}
-    )
+    write_dataset(final_layout.root, final_layout.size, {"listens": listens_table([*FINAL_ROWS, (6, 10, 10, 100)])})
     after = build(final_layout, tmp_path)
     assert after.key != before.key
     assert after.users.tolist() == [*FINAL_USERS, 6]
@@ -419,9 +413,7 @@ def test_unusable_splits_are_refused(tmp_path, rows, match):
     with pytest.raises(SplitError, match=match) as err:
         build(layout, tmp_path)
     assert "listens.parquet" in str(err.value)
-    assert not (tmp_path / "cache").exists() or not any(
-        (tmp_path / "cache").iterdir()
-    )  # nothing half-made left
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing half-made left
 
 
 # --- real rows ----------------------------------------------------------------------------------------------

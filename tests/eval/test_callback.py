@@ -50,13 +50,21 @@ def test_callback_logs_validation_metrics_that_improve(tmp_path):
     u, i = torch.cat(users), torch.cat(items)
     neg_u = torch.arange(12).repeat_interleave(4)
     neg_i = torch.tensor([j for user in range(12) for j in range(8) if (user + j) % 2 == 1])
-    data = TensorDataset(torch.cat([u, neg_u]), torch.cat([i, neg_i]),
-                         torch.cat([torch.ones(len(u)), torch.zeros(len(neg_u))]))
+    data = TensorDataset(
+        torch.cat([u, neg_u]), torch.cat([i, neg_i]), torch.cat([torch.ones(len(u)), torch.zeros(len(neg_u))])
+    )
     torch.manual_seed(0)
     model = TinyMF(split.num_users, split.num_items)
     callback = RankingEvaluation(split, ks=(1, 4), every_n_epochs=5)
-    trainer = lightning.Trainer(max_epochs=30, accelerator="cpu", logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer = lightning.Trainer(
+        max_epochs=30,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
     trainer.fit(model, DataLoader(data, batch_size=32, shuffle=True))
 
     assert [h["epoch"] for h in callback.history] == [4, 9, 14, 19, 24, 29]

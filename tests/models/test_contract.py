@@ -26,8 +26,9 @@ MODELS: dict[str, tuple[Callable[[], Recommender], int | None]] = {
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    from ..conftest import TEST_START, listen, write_flat
     from yambda_dl.data.layout import DatasetLayout
+
+    from ..conftest import TEST_START, listen, write_flat
 
     root = tmp_path_factory.mktemp("contract")
     layout = DatasetLayout(root, "hand")

@@ -37,7 +37,7 @@ def test_decaypop_scores_are_the_papers_formula(split):
     model = DecayPop(hours=hours).fit(split)
     # t_max = the last train event (item 50 at TRAIN_END - 5); all others are 1_000_000 + 5 i seconds
     t_max = 25_911_795
-    expected_50 = 2 * 0.9 ** 0
+    expected_50 = 2 * 0.9**0
     expected_10 = sum(0.9 ** ((t_max - (1_000_000 + 5 * 0)) / (3600 * hours)) for _ in range(6))
     assert model.scores[split.item_index([50])[0]] == pytest.approx(expected_50)
     assert model.scores[split.item_index([10])[0]] == pytest.approx(expected_10, rel=1e-9, abs=1e-300)
@@ -81,8 +81,11 @@ def test_random_is_uniform_distinct_seeded_and_batch_independent(split):
 
 def test_random_large_catalogue_draws_distinct_uniform_items(tmp_path):
     layout = DatasetLayout(tmp_path / "big", "hand")
-    write_flat(layout, "listens", [listen(1, 1000 + 5 * (i % 1000), i + 1) for i in range(100_000)]
-               + [listen(1, 25_913_600, 1)])
+    write_flat(
+        layout,
+        "listens",
+        [listen(1, 1000 + 5 * (i % 1000), i + 1) for i in range(100_000)] + [listen(1, 25_913_600, 1)],
+    )
     split = make_split(layout, Protocol(), cache_dir=tmp_path / "cache", progress=False)
     model = Random(seed=0).fit(split)
     items, _ = model.recommend(torch.arange(2000), k=100)

@@ -17,8 +17,15 @@ def _download(args: argparse.Namespace) -> None:
     from yambda_dl.utils.progress import Progress
 
     progress = Progress(f"download {args.size}", unit="files")
-    paths = download(args.size, args.root, formats=args.format, events=args.events, embeddings=args.embeddings,
-                     mappings=args.mappings, revision=args.revision)
+    paths = download(
+        args.size,
+        args.root,
+        formats=args.format,
+        events=args.events,
+        embeddings=args.embeddings,
+        mappings=args.mappings,
+        revision=args.revision,
+    )
     progress.update(len(paths))
     progress.summary(f"{len(paths)} files under {args.root}")
 
@@ -48,8 +55,12 @@ def _split(args: argparse.Namespace) -> None:
     from yambda_dl.data.split import Protocol, make_split
 
     protocol = Protocol(setup=args.setup, mode=args.mode, dedup_targets=args.dedup_targets)
-    split = make_split(DatasetLayout(args.root, args.size), protocol, fmt=args.format,
-                       cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    split = make_split(
+        DatasetLayout(args.root, args.size),
+        protocol,
+        fmt=args.format,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
     if args.export:
         split.export(Path(args.export))
         print(f"exported train.parquet and targets.parquet to {args.export}", file=sys.stderr)
@@ -97,8 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="flat", choices=S.FORMATS)
     p.add_argument("--dedup-targets", action="store_true", help="drop repeated target items (off in the protocol)")
     p.add_argument("--cache-dir", default=None, help="where splits are cached (default ROOT/.cache/splits)")
-    p.add_argument("--export", default=None, metavar="OUT",
-                   help="write OUT/train.parquet and OUT/targets.parquet in raw ids for use in any library")
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="OUT",
+        help="write OUT/train.parquet and OUT/targets.parquet in raw ids for use in any library",
+    )
     p.set_defaults(func=_split)
     return parser
 

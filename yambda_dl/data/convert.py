@@ -142,9 +142,7 @@ def _count_users(table: pa.Table) -> int:
 
 def _check_batch_rows(batch_rows: int) -> None:
     if not 1 <= batch_rows <= MAX_BATCH_ROWS:
-        raise ValueError(
-            f"batch_rows={batch_rows} is out of range; use 1..{MAX_BATCH_ROWS} (list offsets are int32)"
-        )
+        raise ValueError(f"batch_rows={batch_rows} is out of range; use 1..{MAX_BATCH_ROWS} (list offsets are int32)")
 
 
 def _summarise(meter: Progress, rows: int, users: int, output: Path) -> ConvertSummary:

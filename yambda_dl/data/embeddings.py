@@ -29,9 +29,7 @@ def read_embeddings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vectors (n, 128) float32 aligned to raw `item_ids`, zeros where missing, and a `present` mask."""
     if column not in EMBEDDING_COLUMNS:
-        raise ValueError(
-            f"unknown embedding column {column!r}; valid choices: {', '.join(EMBEDDING_COLUMNS)}"
-        )
+        raise ValueError(f"unknown embedding column {column!r}; valid choices: {', '.join(EMBEDDING_COLUMNS)}")
     wanted, inverse = _wanted(item_ids)
     pf = io.open_parquet(path, hint="download it with `yambda-data download --embeddings`")
     names = S.resolve_columns(path, pf.schema_arrow, S.EMBEDDINGS_SCHEMA, ["item_id", column])
@@ -88,9 +86,7 @@ def _ids(path: Path | str, name: str, array: pa.Array | pa.ChunkedArray) -> np.n
     try:
         ids = pc.cast(array, pa.uint32(), safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise S.SchemaError(
-            f"{path}: column {name!r} holds values that do not fit the official uint32: {err}"
-        ) from err
+        raise S.SchemaError(f"{path}: column {name!r} holds values that do not fit the official uint32: {err}") from err
     if ids.null_count:
         raise S.SchemaError(f"{path}: column {name!r} holds {ids.null_count} null value(s)")
     return ids.to_numpy().astype(np.int64)

@@ -44,26 +44,33 @@ def _cast(path: Path, name: str, array: pa.Array | pa.ChunkedArray, target: pa.D
     try:
         return array.cast(target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise S.SchemaError(f"{path}: column {name!r} holds values that do not fit the official {target}: {err}") \
-            from err
+        raise S.SchemaError(
+            f"{path}: column {name!r} holds values that do not fit the official {target}: {err}"
+        ) from err
 
 
 def _check_values(path: Path, name: str, array: pa.Array, nullable: frozenset[str]) -> None:
     """Value checks that the type alone cannot express. `array` is already of the official type (flat values)."""
     if array.null_count and name not in nullable:
-        raise S.SchemaError(f"{path}: column {name!r} holds {array.null_count} null value(s); nulls are allowed only "
-                            f"in {sorted(nullable) or 'no column'} of this file")
+        raise S.SchemaError(
+            f"{path}: column {name!r} holds {array.null_count} null value(s); nulls are allowed only "
+            f"in {sorted(nullable) or 'no column'} of this file"
+        )
     if len(array) == array.null_count:
         return
     if name == "timestamp":
         top = pc.max(array).as_py()
         if top > S.LAST_TIMESTAMP:
-            raise S.SchemaError(f"{path}: column 'timestamp' holds {top}, past the end of the Yambda time axis "
-                                f"({S.LAST_TIMESTAMP}); timestamps are seconds in [0, {S.LAST_TIMESTAMP}]")
+            raise S.SchemaError(
+                f"{path}: column 'timestamp' holds {top}, past the end of the Yambda time axis "
+                f"({S.LAST_TIMESTAMP}); timestamps are seconds in [0, {S.LAST_TIMESTAMP}]"
+            )
     elif name == "played_ratio_pct":
         top = pc.max(array).as_py()
         if top > S.MAX_PLAYED_RATIO_PCT:
-            raise S.SchemaError(f"{path}: column 'played_ratio_pct' holds {top}; valid range 0..{S.MAX_PLAYED_RATIO_PCT}")
+            raise S.SchemaError(
+                f"{path}: column 'played_ratio_pct' holds {top}; valid range 0..{S.MAX_PLAYED_RATIO_PCT}"
+            )
     elif name == "is_organic":
         top = pc.max(array).as_py()
         if top > 1:
@@ -86,8 +93,9 @@ def _combine(array):
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def iter_flat_batches(path: Path | str, event_file: str, columns: list[str] | None = None,
-                      batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.Table]:
+def iter_flat_batches(
+    path: Path | str, event_file: str, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[pa.Table]:
     """Stream a flat event file as validated tables of at most `batch_rows` rows in the official types."""
     path = Path(path)
     expected = S.flat_schema(event_file)
@@ -119,8 +127,12 @@ def _iter_row_group_batches(pf: pq.ParquetFile, batch_size: int, columns: list[s
         yield from pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
 
 
-def iter_sequential_batches(path: Path | str, event_file: str, columns: list[str] | None = None,
-                            batch_users: int = DEFAULT_BATCH_USERS) -> Iterator[pa.Table]:
+def iter_sequential_batches(
+    path: Path | str,
+    event_file: str,
+    columns: list[str] | None = None,
+    batch_users: int = DEFAULT_BATCH_USERS,
+) -> Iterator[pa.Table]:
     """Stream a sequential event file as validated flat tables (one row per event) of `batch_users` users each.
 
     The lists are exploded in their stored (time) order, so the output is sorted by (uid, timestamp) when the file
@@ -138,7 +150,7 @@ def iter_sequential_batches(path: Path | str, event_file: str, columns: list[str
         uid = _cast(path, "uid", batch.column(mapping["uid"]), pa.uint32())
         _check_values(path, "uid", uid, frozenset())
         uid_values = uid.to_numpy(zero_copy_only=False)
-        _check_sorted_uids(path, uid_values, last_uid, strictly_between=True)
+        _check_sorted_uids(path, uid_values, last_uid, one_row_per_user=True)
         last_uid = int(uid_values[-1]) if len(uid_values) else last_uid
         lengths = None
         flat: dict[str, pa.Array] = {}
@@ -150,8 +162,10 @@ def iter_sequential_batches(path: Path | str, event_file: str, columns: list[str
             if lengths is None:
                 lengths = these
             elif not pc.all(pc.equal(lengths, these)).as_py():
-                raise S.SchemaError(f"{path}: list columns {mapping[list_names[0]]!r} and {mapping[name]!r} have "
-                                    f"different lengths for the same user; every list of a row must align")
+                raise S.SchemaError(
+                    f"{path}: list columns {mapping[list_names[0]]!r} and {mapping[name]!r} have "
+                    f"different lengths for the same user; every list of a row must align"
+                )
             values = pc.list_flatten(lists)
             if name == "event_type":
                 values = _normalise_event_type(values)
@@ -169,8 +183,13 @@ def iter_sequential_batches(path: Path | str, event_file: str, columns: list[str
         yield pa.Table.from_arrays([out[n] for n in names], schema=_subschema(S.flat_schema(event_file), names))
 
 
-def iter_user_batches(path: Path | str, event_file: str, fmt: str, columns: list[str] | None = None,
-                      batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.Table]:
+def iter_user_batches(
+    path: Path | str,
+    event_file: str,
+    fmt: str,
+    columns: list[str] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Iterator[pa.Table]:
     """Stream an event file, flat or sequential, as flat tables in which every user is whole.
 
     The flat layout is sorted by uid, so the rows of the last user of a batch are held back and joined to the next
@@ -193,7 +212,7 @@ def iter_user_batches(path: Path | str, event_file: str, fmt: str, columns: list
         if table.num_rows == 0:
             continue
         uid = _combine(table.column("uid")).to_numpy()
-        _check_sorted_uids(path, uid, last_uid, strictly_between=False)
+        _check_sorted_uids(path, uid, last_uid, one_row_per_user=False)
         last_uid = int(uid[-1])
         if carry is not None:
             table = pa.concat_tables([carry, table])
@@ -206,16 +225,20 @@ def iter_user_batches(path: Path | str, event_file: str, fmt: str, columns: list
         yield carry
 
 
-def _check_sorted_uids(path: Path, uid: np.ndarray, last_uid: int, strictly_between: bool) -> None:
+def _check_sorted_uids(path: Path, uid: np.ndarray, last_uid: int, one_row_per_user: bool) -> None:
     if len(uid) == 0:
         return
-    unsorted = np.flatnonzero(uid[1:] < uid[:-1])
-    if strictly_between:  # a sequential file's rows: one per user, so uids strictly ascend
-        unsorted = np.flatnonzero(uid[1:] <= uid[:-1])
-    if len(unsorted) or (uid[0] < last_uid) or (strictly_between and uid[0] == last_uid):
-        repeats = " or a uid repeats" if strictly_between else ""
-        raise S.SchemaError(f"{path}: rows are not sorted by 'uid'{repeats} (the Yambda layout sorts by uid, then timestamp, one row per user in "
-                            f"the sequential files); sort the file first, e.g. with polars' sink_parquet")
+    # a sequential file has one row per user, so its uids strictly ascend; a flat file's merely do not descend
+    if one_row_per_user:
+        unsorted = bool((uid[1:] <= uid[:-1]).any()) or uid[0] <= last_uid
+    else:
+        unsorted = bool((uid[1:] < uid[:-1]).any()) or uid[0] < last_uid
+    if unsorted:
+        repeats = " or a uid repeats" if one_row_per_user else ""
+        raise S.SchemaError(
+            f"{path}: rows are not sorted by 'uid'{repeats} (the Yambda layout sorts by uid, then timestamp, with "
+            f"one row per user in the sequential files); sort the file first, e.g. with polars' sink_parquet"
+        )
 
 
 def read_table(path: Path | str, expected: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -264,8 +287,13 @@ def _rmtree(path: Path) -> None:
 class ParquetSink:
     """Append tables to one Parquet file written atomically: the file appears under its name only on close()."""
 
-    def __init__(self, path: Path | str, schema: pa.Schema, row_group_rows: int = DEFAULT_BATCH_ROWS,
-                 compression: str = "zstd"):
+    def __init__(
+        self,
+        path: Path | str,
+        schema: pa.Schema,
+        row_group_rows: int = DEFAULT_BATCH_ROWS,
+        compression: str = "zstd",
+    ):
         self.path = Path(path)
         self.schema = schema
         self.row_group_rows = row_group_rows
@@ -276,8 +304,9 @@ class ParquetSink:
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(table.select(self.schema.names).cast(self.schema),
-                                     row_group_size=self.row_group_rows)
+            self._writer.write_table(
+                table.select(self.schema.names).cast(self.schema), row_group_size=self.row_group_rows
+            )
             self.rows += table.num_rows
 
     def close(self) -> Path:

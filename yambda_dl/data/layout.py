@@ -28,8 +28,10 @@ class DatasetLayout:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).expanduser())
         if not _NAME.match(self.size):
-            raise ValueError(f"invalid dataset size {self.size!r}: use one of {', '.join(S.RELEASE_SIZES)} or a "
-                             f"synthetic dataset's name (lower-case letters, digits, '_', '-', '.')")
+            raise ValueError(
+                f"invalid dataset size {self.size!r}: use one of {', '.join(S.RELEASE_SIZES)} or a "
+                f"synthetic dataset's name (lower-case letters, digits, '_', '-', '.')"
+            )
 
     @property
     def is_release(self) -> bool:
@@ -69,8 +71,13 @@ class DatasetLayout:
         return self.event_path(event_file, fmt).is_file()
 
 
-def hub_filenames(size: str, formats: Iterable[str] = ("flat",), events: Iterable[str] = S.EVENT_FILES,
-                  embeddings: bool = False, mappings: bool = False) -> list[str]:
+def hub_filenames(
+    size: str,
+    formats: Iterable[str] = ("flat",),
+    events: Iterable[str] = S.EVENT_FILES,
+    embeddings: bool = False,
+    mappings: bool = False,
+) -> list[str]:
     """The repository paths of the files asked for, validated against the release's layout."""
     if size not in S.RELEASE_SIZES:
         raise ValueError(f"unknown release size {size!r}; valid choices: {', '.join(S.RELEASE_SIZES)}")
@@ -87,9 +94,16 @@ def hub_filenames(size: str, formats: Iterable[str] = ("flat",), events: Iterabl
     return names
 
 
-def download(size: str, root: Path | str, formats: Iterable[str] = ("flat",), events: Iterable[str] = S.EVENT_FILES,
-             embeddings: bool = False, mappings: bool = False, revision: str | None = None,
-             repo_id: str = HF_REPO_ID) -> list[Path]:
+def download(
+    size: str,
+    root: Path | str,
+    formats: Iterable[str] = ("flat",),
+    events: Iterable[str] = S.EVENT_FILES,
+    embeddings: bool = False,
+    mappings: bool = False,
+    revision: str | None = None,
+    repo_id: str = HF_REPO_ID,
+) -> list[Path]:
     """Fetch only the files asked for from the hub into ROOT, keeping the repository's layout.
 
     huggingface_hub writes into an `.incomplete` file and resumes it when the download is run again, and skips files
@@ -100,7 +114,6 @@ def download(size: str, root: Path | str, formats: Iterable[str] = ("flat",), ev
     root = Path(root).expanduser()
     paths = []
     for name in hub_filenames(size, formats, events, embeddings, mappings):
-        local = hf_hub_download(repo_id=repo_id, filename=name, repo_type="dataset", revision=revision,
-                                local_dir=root)
+        local = hf_hub_download(repo_id=repo_id, filename=name, repo_type="dataset", revision=revision, local_dir=root)
         paths.append(Path(local))
     return paths

@@ -15,8 +15,13 @@ FORMATS = ("flat", "sequential")
 EVENT_FILES = ("listens", "likes", "dislikes", "unlikes", "undislikes", "multi_event")
 EVENT_TYPES = ("listen", "like", "dislike", "unlike", "undislike")
 # event file -> the value of event_type its rows carry in multi_event
-EVENT_TYPE_OF_FILE = {"listens": "listen", "likes": "like", "dislikes": "dislike", "unlikes": "unlike",
-                      "undislikes": "undislike"}
+EVENT_TYPE_OF_FILE = {
+    "listens": "listen",
+    "likes": "like",
+    "dislikes": "dislike",
+    "unlikes": "unlike",
+    "undislikes": "undislike",
+}
 LAST_TIMESTAMP = 26_000_000  # seconds; the end of the global time axis
 TIMESTAMP_STEP = 5  # timestamps are floored to multiples of 5 seconds
 MAX_PLAYED_RATIO_PCT = 159
@@ -75,15 +80,19 @@ def sequential_schema(event_file: str) -> pa.Schema:
     return pa.schema(fields)
 
 
-EMBEDDINGS_SCHEMA = pa.schema([
-    pa.field("item_id", pa.uint32(), nullable=False),
-    pa.field("embed", pa.list_(pa.float32())),
-    pa.field("normalized_embed", pa.list_(pa.float32())),
-])
-ARTIST_MAPPING_SCHEMA = pa.schema([pa.field("artist_id", pa.uint32(), nullable=False),
-                                   pa.field("item_id", pa.uint32(), nullable=False)])
-ALBUM_MAPPING_SCHEMA = pa.schema([pa.field("album_id", pa.uint32(), nullable=False),
-                                  pa.field("item_id", pa.uint32(), nullable=False)])
+EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.uint32(), nullable=False),
+        pa.field("embed", pa.list_(pa.float32())),
+        pa.field("normalized_embed", pa.list_(pa.float32())),
+    ]
+)
+ARTIST_MAPPING_SCHEMA = pa.schema(
+    [pa.field("artist_id", pa.uint32(), nullable=False), pa.field("item_id", pa.uint32(), nullable=False)]
+)
+ALBUM_MAPPING_SCHEMA = pa.schema(
+    [pa.field("album_id", pa.uint32(), nullable=False), pa.field("item_id", pa.uint32(), nullable=False)]
+)
 
 
 class SchemaError(ValueError):
@@ -111,13 +120,15 @@ def _castable(source: pa.DataType, target: pa.DataType) -> bool:
     if pa.types.is_floating(target):
         return pa.types.is_floating(source) or pa.types.is_integer(source)
     if pa.types.is_list(target) or pa.types.is_large_list(target):
-        return (pa.types.is_list(source) or pa.types.is_large_list(source)
-                or pa.types.is_fixed_size_list(source)) and _castable(source.value_type, target.value_type)
+        return (
+            pa.types.is_list(source) or pa.types.is_large_list(source) or pa.types.is_fixed_size_list(source)
+        ) and _castable(source.value_type, target.value_type)
     return False
 
 
-def resolve_columns(path: Path | str, file_schema: pa.Schema, expected: pa.Schema,
-                    wanted: list[str] | None = None) -> dict[str, str]:
+def resolve_columns(
+    path: Path | str, file_schema: pa.Schema, expected: pa.Schema, wanted: list[str] | None = None
+) -> dict[str, str]:
     """Map each wanted expected column to its name in the file (aliases allowed), checking presence and type.
 
     Raises SchemaError naming the file, the column, its type and the valid choices.
@@ -127,8 +138,9 @@ def resolve_columns(path: Path | str, file_schema: pa.Schema, expected: pa.Schem
     mapping: dict[str, str] = {}
     for name in wanted:
         if name not in expected.names:
-            raise SchemaError(f"{path}: column {name!r} is not part of this file's schema; "
-                              f"valid columns: {', '.join(expected.names)}")
+            raise SchemaError(
+                f"{path}: column {name!r} is not part of this file's schema; valid columns: {', '.join(expected.names)}"
+            )
         if name not in aliases_in_file:
             alias = [a for a, c in SEQUENTIAL_ALIASES.items() if c == name]
             also = f" (or its alias {alias[0]!r})" if alias else ""
@@ -136,7 +148,8 @@ def resolve_columns(path: Path | str, file_schema: pa.Schema, expected: pa.Schem
         in_file = aliases_in_file[name]
         source, target = file_schema.field(in_file).type, expected.field(name).type
         if not _castable(source, target):
-            raise SchemaError(f"{path}: column {in_file!r} has type {source}, which cannot be cast safely to the "
-                              f"official {target}")
+            raise SchemaError(
+                f"{path}: column {in_file!r} has type {source}, which cannot be cast safely to the official {target}"
+            )
         mapping[name] = in_file
     return mapping

@@ -129,9 +129,7 @@ def source_fingerprint(path: Path) -> str:
 
 def split_key(protocol: Protocol, fingerprint: str) -> str:
     """The short hash naming a split's cache folder: protocol, source fingerprint, format version."""
-    blob = json.dumps(
-        {"protocol": asdict(protocol), "source": fingerprint, "version": FORMAT_VERSION}, sort_keys=True
-    )
+    blob = json.dumps({"protocol": asdict(protocol), "source": fingerprint, "version": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:KEY_CHARS]
 
 
@@ -392,9 +390,7 @@ class Split:
     def __init__(self, path: Path):
         meta_path = Path(path) / META_FILE
         if not meta_path.is_file():
-            raise SplitError(
-                f"{path} is not a complete split folder (no {META_FILE}); build it with make_split"
-            )
+            raise SplitError(f"{path} is not a complete split folder (no {META_FILE}); build it with make_split")
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise SplitError(
@@ -451,8 +447,7 @@ class Split:
         unknown = [c for c in columns if c not in DENSE_COLUMNS and c not in raw_columns]
         if unknown:
             raise ValueError(
-                f"unknown train column(s) {unknown}; valid choices: "
-                f"{', '.join((*DENSE_COLUMNS, *raw_columns))}"
+                f"unknown train column(s) {unknown}; valid choices: {', '.join((*DENSE_COLUMNS, *raw_columns))}"
             )
         read = [c for c in raw_columns if c in columns or (c == "item_id" and "item_idx" in columns)]
         for batch in io.iter_user_batches(self.train_path, event_file, "flat", read, batch_rows):

@@ -43,6 +43,5 @@ def decayed_item_counts(split: Split, hours: float, base: float = 0.9) -> np.nda
     scores = np.zeros(split.num_items, dtype=np.float64)
     for batch in split.iter_train(columns=("item_idx", "timestamp")):
         age = t_max - batch["timestamp"].astype(np.float64)
-        scores += np.bincount(batch["item_idx"], weights=np.exp(age * log_base_per_second),
-                              minlength=split.num_items)
+        scores += np.bincount(batch["item_idx"], weights=np.exp(age * log_base_per_second), minlength=split.num_items)
     return scores

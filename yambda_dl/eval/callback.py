@@ -23,9 +23,16 @@ if TYPE_CHECKING:
 class RankingEvaluation(lightning.Callback):
     """Every `every_n_epochs` training epochs: full-catalogue top-k for all ranked users -> metrics -> log."""
 
-    def __init__(self, split: Split, ks: Sequence[int] = (10, 100), every_n_epochs: int = 1,
-                 exclude: CSR | None = None, batch_users: int = 8192, backend: str = "torch",
-                 prefix: str = "val/") -> None:
+    def __init__(
+        self,
+        split: Split,
+        ks: Sequence[int] = (10, 100),
+        every_n_epochs: int = 1,
+        exclude: CSR | None = None,
+        batch_users: int = 8192,
+        backend: str = "torch",
+        prefix: str = "val/",
+    ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.split, self.ks, self.every_n_epochs = split, sorted(ks), every_n_epochs
@@ -38,11 +45,22 @@ class RankingEvaluation(lightning.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            items, _ = recommend_all(pl_module, self.split.num_users, self.ks[-1], exclude=self.exclude,
-                                     batch_users=self.batch_users, backend=self.backend, device=pl_module.device)
+            items, _ = recommend_all(
+                pl_module,
+                self.split.num_users,
+                self.ks[-1],
+                exclude=self.exclude,
+                batch_users=self.batch_users,
+                backend=self.backend,
+                device=pl_module.device,
+            )
         pl_module.train(was_training)
         metrics = evaluate(items, self.split.targets, self.split.num_items, self.ks)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         # every rank ranks all users (identical results), so no cross-rank reduction is needed
-        pl_module.log_dict({f"{self.prefix}{name}": float(value) for name, value in metrics.items()},
-                           on_epoch=True, sync_dist=False, rank_zero_only=False)
+        pl_module.log_dict(
+            {f"{self.prefix}{name}": float(value) for name, value in metrics.items()},
+            on_epoch=True,
+            sync_dist=False,
+            rank_zero_only=False,
+        )

@@ -13,9 +13,18 @@ from yambda_dl.eval.retrieval import CSR, topk
 from yambda_dl.models.base import VectorRecommender
 
 
-def recommend_all(model: object, num_users: int, k: int, *, exclude: CSR | None = None, batch_users: int = 8192,
-                  backend: str = "torch", user_tile: int = 4096, item_tile: int = 262_144,
-                  device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def recommend_all(
+    model: object,
+    num_users: int,
+    k: int,
+    *,
+    exclude: CSR | None = None,
+    batch_users: int = 8192,
+    backend: str = "torch",
+    user_tile: int = 4096,
+    item_tile: int = 262_144,
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(item_idx int64 (num_users, k), scores float32 (num_users, k)) for users 0..num_users-1, best first."""
     item_vectors = model.item_vectors() if isinstance(model, VectorRecommender) else None
     items, scores = [], []
@@ -23,9 +32,16 @@ def recommend_all(model: object, num_users: int, k: int, *, exclude: CSR | None 
         users = torch.arange(start, min(start + batch_users, num_users))
         mask = csr_rows(exclude, start, start + len(users)) if exclude is not None else None
         if item_vectors is not None:
-            batch_scores, batch_items = topk(model.user_vectors(users), item_vectors, k, exclude=mask,
-                                             backend=backend, user_tile=user_tile, item_tile=item_tile,
-                                             device=device)
+            batch_scores, batch_items = topk(
+                model.user_vectors(users),
+                item_vectors,
+                k,
+                exclude=mask,
+                backend=backend,
+                user_tile=user_tile,
+                item_tile=item_tile,
+                device=device,
+            )
         else:
             batch_items, batch_scores = model.recommend(users, k, exclude=mask)
         items.append(torch.as_tensor(batch_items, dtype=torch.int64).cpu())

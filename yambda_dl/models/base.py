@@ -22,8 +22,9 @@ class Recommender(Protocol):
 
     def fit(self, split: Split, trainer: object | None = None) -> Recommender: ...
 
-    def recommend(self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def recommend(
+        self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(item_idx int64 (n, k), scores float32 (n, k)) for the dense users `user_idx`, best first.
 
         `exclude`, when given, holds the items to mask for each of these users (rows aligned with user_idx).

@@ -31,13 +31,14 @@ def _excluded_rows(exclude: CSR | None, n: int) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(exclude.offsets, dtype=np.int64), np.asarray(exclude.indices, dtype=np.int64)
 
 
-def _first_k_allowed(candidates: np.ndarray, offsets: np.ndarray, excluded: np.ndarray, k: int,
-                     num_items: int) -> np.ndarray:
+def _first_k_allowed(
+    candidates: np.ndarray, offsets: np.ndarray, excluded: np.ndarray, k: int, num_items: int
+) -> np.ndarray:
     """For each row of `candidates` (n, c), the first k entries not excluded for that row; -1 pads.
 
     Vectorized by (row, item) keys: a candidate is excluded when its key is among the row's excluded keys.
     """
-    n, c = candidates.shape
+    n = len(candidates)
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
     banned = np.sort(rows * num_items + excluded)
     keys = np.arange(n, dtype=np.int64)[:, None] * num_items + candidates
@@ -67,8 +68,9 @@ class GlobalScoreRecommender:
         self._order = np.argsort(-self.scores, kind="stable")
         return self
 
-    def recommend(self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def recommend(
+        self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self._order is None or self.scores is None:
             raise NotFittedError(f"{type(self).__name__}.recommend() called before fit()")
         n, num_items = len(user_idx), len(self._order)
@@ -124,8 +126,9 @@ class Random:
         self.num_items = split.num_items
         return self
 
-    def recommend(self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def recommend(
+        self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.num_items is None:
             raise NotFittedError("Random.recommend() called before fit()")
         num_items, n = self.num_items, len(user_idx)
@@ -154,7 +157,7 @@ class Random:
 
 def _drop_repeats(candidates: np.ndarray) -> np.ndarray:
     """Keep the first occurrence of each item in its row, in order; repeats become -1 at the row's end."""
-    n, c = candidates.shape
+    c = candidates.shape[1]
     order = np.argsort(candidates, axis=1, kind="stable")
     sorted_c = np.take_along_axis(candidates, order, axis=1)
     repeat_sorted = np.zeros_like(sorted_c, dtype=bool)

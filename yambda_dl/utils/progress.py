@@ -13,8 +13,15 @@ from typing import TextIO
 class Progress:
     """Counts work done out of an optional total and prints `desc: done/total unit (rate/s)` now and then."""
 
-    def __init__(self, desc: str, total: int | None = None, unit: str = "rows", enabled: bool = True,
-                 interval: float = 2.0, stream: TextIO | None = None):
+    def __init__(
+        self,
+        desc: str,
+        total: int | None = None,
+        unit: str = "rows",
+        enabled: bool = True,
+        interval: float = 2.0,
+        stream: TextIO | None = None,
+    ):
         self.desc, self.total, self.unit, self.enabled, self.interval = desc, total, unit, enabled, interval
         self.stream = stream or sys.stderr
         self.done = 0

@@ -14,8 +14,20 @@ from typing import Any
 
 from yambda_dl.data.io import atomic_path
 
-PACKAGES = ("yambda_dl", "torch", "lightning", "hydra-core", "omegaconf", "polars", "pyarrow", "numpy", "faiss-cpu",
-            "faiss-gpu-cu12", "wandb", "huggingface_hub")
+PACKAGES = (
+    "yambda_dl",
+    "torch",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "polars",
+    "pyarrow",
+    "numpy",
+    "faiss-cpu",
+    "faiss-gpu-cu12",
+    "wandb",
+    "huggingface_hub",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -32,10 +44,17 @@ def git_revision(path: Path | None = None) -> str:
     """The commit of the source tree (with '+dirty' if it has uncommitted changes), or 'unknown'."""
     where = path or Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
