@@ -1,0 +1,61 @@
+"""Recommendations + targets -> every metric of SPEC.md section 5: the one place metrics are computed.
+
+Model-agnostic: it sees dense item indices and target CSR arrays, never a model. Cheap to call repeatedly (a
+validation callback): no state, no copies beyond the evaluated users' rows and the metrics' own chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from yambda_dl.eval.metrics import coverage, ranking_metrics, validated_ks
+
+DEFAULT_KS = (10, 50, 100)
+TABLE_ROWS = ("ndcg", "recall", "hitrate", "paper_ndcg", "paper_recall", "coverage")
+
+
+def evaluate(recs: Tensor, targets: Any, num_items: int, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """All metrics for the top-K recs (n_users, K) of ALL ranked users (row = user_idx), and the targets.
+
+    targets: any object with user_idx (n_eval,), offsets (n_eval + 1,) and item_idx (n_targets,) int64 arrays.
+    Ranking metrics use the evaluated users' rows; coverage uses every ranked user's row.
+    """
+    recs = torch.as_tensor(recs)
+    ks = validated_ks(ks, recs)
+    user_idx = _validated_user_idx(targets.user_idx, recs.shape[0]).to(recs.device)
+    offsets, items = torch.as_tensor(targets.offsets), torch.as_tensor(targets.item_idx)
+    metrics: dict[str, float] = dict(ranking_metrics(recs.index_select(0, user_idx), offsets, items, ks))
+    metrics |= coverage(recs, num_items, ks)
+    metrics["num_evaluated_users"] = int(user_idx.numel())
+    metrics["num_ranked_users"] = int(recs.shape[0])
+    return metrics
+
+
+def format_metrics_table(metrics: dict[str, float], ks: Sequence[int] = DEFAULT_KS) -> str:
+    """A small Markdown table: one row per metric, one column per cutoff k; absent entries show as '-'."""
+    header = "| metric | " + " | ".join(f"@{k}" for k in ks) + " |"
+    rule = "|---|" + "---|" * len(ks)
+    lines = [header, rule]
+    for name in TABLE_ROWS:
+        cells = (f"{metrics[f'{name}@{k}']:.4f}" if f"{name}@{k}" in metrics else "-" for k in ks)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _validated_user_idx(user_idx: Any, n_ranked: int) -> Tensor:
+    """The evaluated users' rows: int64, strictly ascending, inside 0..n_ranked-1 (the split's contract)."""
+    user_idx = torch.as_tensor(user_idx, dtype=torch.int64)
+    if user_idx.ndim != 1:
+        raise ValueError(f"targets.user_idx must be 1-D; got shape {tuple(user_idx.shape)}")
+    if user_idx.numel() and (int(user_idx.min()) < 0 or int(user_idx.max()) >= n_ranked):
+        raise ValueError(
+            f"targets.user_idx holds {int(user_idx.min())}..{int(user_idx.max())}; valid rows of recs are "
+            f"0..{n_ranked - 1} (one row per ranked user)"
+        )
+    if bool((user_idx.diff() <= 0).any()):
+        raise ValueError("targets.user_idx must be strictly ascending (each evaluated user once)")
+    return user_idx
