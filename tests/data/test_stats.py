@@ -1,0 +1,129 @@
+"""compute_stats and format_stats on a hand-made three-user dataset whose answers are worked out below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from yambda_dl.data import schema as S
+from yambda_dl.data.io import DataFileError
+from yambda_dl.data.layout import DatasetLayout
+from yambda_dl.data.stats import SPEC_TARGETS, compute_stats, format_stats
+from yambda_dl.data.synthetic import generate
+
+LAST_DAY = 25_913_600
+
+# user 1: three listens on one day, two of them at the same second; a like, then an unlike of item 10.
+# user 2: two listens on the test day (one Listen+), a dislike. User 3: no listens, one like.
+LISTENS = [  # uid, timestamp, item_id, is_organic, played_ratio_pct, track_length_seconds
+    (1, 100, 10, 1, 100, 200),
+    (1, 100, 20, 0, 0, 100),
+    (1, 200, 10, 1, 60, 200),
+    (2, LAST_DAY, 10, 0, 100, 200),
+    (2, LAST_DAY + 100, 30, 0, 30, 300),
+]
+LIKES = [(1, 300, 10, 1), (3, 400, 20, 0)]
+DISLIKES = [(2, LAST_DAY + 200, 30, 1)]
+UNLIKES = [(1, 500, 10, 1)]
+UNDISLIKES: list[tuple] = []
+
+
+def _write(layout: DatasetLayout, event_file: str, rows: list[tuple]) -> None:
+    schema = S.flat_schema(event_file)
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    arrays = [pa.array(list(c), f.type) for c, f in zip(columns, schema, strict=True)]
+    path = layout.event_path(event_file, "flat")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
+
+
+def _multi_event_rows() -> list[tuple]:
+    rows = [(*r, "listen") for r in LISTENS] + [LISTENS[3] + ("listen",)]  # one exact duplicate row
+    for kind, part in (("like", LIKES), ("dislike", DISLIKES), ("unlike", UNLIKES)):
+        rows += [(*r, None, None, kind) for r in part]
+    return sorted(rows, key=lambda r: (r[0], r[1]))
+
+
+@pytest.fixture
+def hand(tmp_path: Path) -> DatasetLayout:
+    layout = DatasetLayout(tmp_path, "hand")
+    for event_file, rows in (
+        ("listens", LISTENS),
+        ("likes", LIKES),
+        ("dislikes", DISLIKES),
+        ("unlikes", UNLIKES),
+        ("undislikes", UNDISLIKES),
+    ):
+        _write(layout, event_file, rows)
+    schema = S.flat_schema("multi_event")
+    columns = list(zip(*_multi_event_rows(), strict=True))
+    arrays = [
+        pa.array(list(c), pa.string() if f.name == "event_type" else f.type)
+        for c, f in zip(columns, schema, strict=True)
+    ]
+    path = layout.event_path("multi_event", "flat")
+    pq.write_table(pa.Table.from_arrays(arrays, names=schema.names), path)
+    return layout
+
+
+EXPECTED = {
+    "listens.rows": 5,
+    "listens.users": 2,
+    "listens.items": 3,
+    "listens.per_user_median": 2.5,  # 3 and 2 listens
+    "multi_event.rows": 10,  # 5 listens + 1 duplicate + 2 likes + 1 dislike + 1 unlike
+    "multi_event.users": 3,
+    "undislikes.rows": 0,
+    "users_without_listens": 1 / 3,  # user 3
+    "likes_per_1000_listens": 400.0,  # 2 likes / 5 listens
+    "dislikes_per_1000_listens": 200.0,
+    "played_ratio.zero": 1 / 5,
+    "played_ratio.0_4": 1 / 5,
+    "played_ratio.95_100": 2 / 5,
+    "played_ratio.101_159": 0.0,
+    "listen_plus_share": 3 / 5,  # 100, 60, 100
+    "listen_plus_share.recommended": 1 / 3,  # 0, 100, 30
+    "listen_plus_share.organic": 1.0,  # 100, 60
+    "track_length.median": 200.0,  # 100 200 200 200 300
+    "track_length.p90": 300.0,  # the lowest value with 90% of the events at or below it
+    "equal_timestamp_share": 1 / 3,  # consecutive pairs: (100, 100) (100, 200) (LAST_DAY, LAST_DAY + 100)
+    "last_day_listen_plus_users": 1 / 3,  # user 2, of 3 users
+    "last_day_listen_plus_per_user": 1.0,
+    "items_heard_once": 2 / 3,  # items 20 and 30 of 10, 20, 30
+    "top1pct_listen_share": 3 / 5,  # the top item (10) of the 3 carries 3 of the 5 listens
+    "top_item_user_reach": 1.0,  # item 10 reaches both listening users
+    "active_days_mean": 1.0,
+    "recommended_share.listens": 3 / 5,
+    "recommended_share.likes": 1 / 2,
+    "recommended_share.dislikes": 0.0,
+    "multi_event.duplicate_share": 1 / 10,
+}
+
+
+def test_compute_stats_matches_hand_computed_values(hand: DatasetLayout) -> None:
+    stats = compute_stats(hand)
+    assert {k: stats[k] for k in EXPECTED} == pytest.approx(EXPECTED)
+
+
+def test_format_stats_puts_the_spec_target_beside_each_value(hand: DatasetLayout) -> None:
+    table = format_stats(compute_stats(hand))
+    lines = table.splitlines()
+    assert lines[0] == "| statistic | this dataset | Yambda (SPEC.md) |"
+    assert "| listen_plus_share | 0.6 | 0.63 |" in lines
+    assert "| listens.rows | 5 |  |" in lines
+    names = {line.split(" | ")[0].removeprefix("| ") for line in lines[2:]}
+    assert set(SPEC_TARGETS) - names == {"undislikes.per_user_median"}  # no undislikes in the hand data
+
+
+def test_flat_and_sequential_give_the_same_stats(tmp_path: Path) -> None:
+    generate("tiny", tmp_path, progress=False)
+    layout = DatasetLayout(tmp_path, "tiny")
+    assert compute_stats(layout, "sequential") == pytest.approx(compute_stats(layout, "flat"))
+
+
+def test_missing_files_raise_with_how_to_get_them(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match="yambda-data synth --preset nothing"):
+        compute_stats(DatasetLayout(tmp_path, "nothing"))

@@ -1,0 +1,250 @@
+"""The synthetic generator: the real layout and types, consistency between files, determinism, the root's
+marker, and (on `small`) the statistics of SPEC.md section 8 and the structure models should find."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from yambda_dl.data import io
+from yambda_dl.data import schema as S
+from yambda_dl.data.layout import DatasetLayout
+from yambda_dl.data.stats import compute_stats
+from yambda_dl.data.synthetic import MARKER_FILE, PRESETS, SynthConfig, generate
+
+TEST_START = 25_913_600
+TRAIN_END = TEST_START - 1_800
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> DatasetLayout:
+    root = tmp_path_factory.mktemp("tiny")
+    generate("tiny", root, seed=0, progress=False)
+    return DatasetLayout(root, "tiny")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> DatasetLayout:
+    root = tmp_path_factory.mktemp("small")
+    generate("small", root, seed=0, progress=False)
+    return DatasetLayout(root, "small")
+
+
+def read_flat(layout: DatasetLayout, event_file: str) -> pa.Table:
+    return pa.concat_tables(io.iter_flat_batches(layout.event_path(event_file, "flat"), event_file))
+
+
+def read_sequential(layout: DatasetLayout, event_file: str) -> pa.Table:
+    path = layout.event_path(event_file, "sequential")
+    return pa.concat_tables(io.iter_sequential_batches(path, event_file))
+
+
+def read_all(root: Path) -> dict[str, pa.Table]:
+    return {str(p.relative_to(root)): pq.read_table(p) for p in sorted(root.rglob("*.parquet"))}
+
+
+# --- layout, types and consistency on `tiny` ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_file", S.EVENT_FILES)
+def test_event_files_have_the_official_schema(tiny: DatasetLayout, event_file: str) -> None:
+    for fmt, expected in (("flat", S.flat_schema(event_file)), ("sequential", S.sequential_schema(event_file))):
+        written = pq.read_schema(tiny.event_path(event_file, fmt))
+        assert written.names == expected.names
+        assert [f.type for f in written] == [f.type for f in expected]
+    assert read_flat(tiny, event_file).num_rows > 0
+
+
+def test_side_files_have_the_official_schema(tiny: DatasetLayout) -> None:
+    for path, expected in (
+        (tiny.embeddings_path, S.EMBEDDINGS_SCHEMA),
+        (tiny.artist_mapping_path, S.ARTIST_MAPPING_SCHEMA),
+        (tiny.album_mapping_path, S.ALBUM_MAPPING_SCHEMA),
+    ):
+        table = io.read_table(path, expected)
+        assert table.num_rows > 0 and table.schema.names == expected.names
+
+
+@pytest.mark.parametrize("event_file", S.EVENT_FILES)
+def test_flat_and_sequential_hold_the_same_events(tiny: DatasetLayout, event_file: str) -> None:
+    assert read_flat(tiny, event_file).equals(read_sequential(tiny, event_file))
+
+
+def test_multi_event_is_the_union_of_the_five_files(tiny: DatasetLayout) -> None:
+    multi = read_flat(tiny, "multi_event")
+    kinds = multi.column("event_type").to_pylist()
+    assert multi.num_rows == sum(read_flat(tiny, f).num_rows for f in S.EVENT_TYPE_OF_FILE)
+    for event_file, kind in S.EVENT_TYPE_OF_FILE.items():
+        part = read_flat(tiny, event_file)
+        rows = multi.filter(pa.array([k == kind for k in kinds]))
+        assert all(rows.column(c).equals(part.column(c)) for c in part.column_names), event_file
+        listen_columns_null = [rows.column(c).null_count == rows.num_rows for c in S.LISTEN_COLUMNS]
+        assert all(listen_columns_null) == (kind != "listen")
+
+
+@pytest.mark.parametrize("event_file", S.EVENT_FILES)
+def test_flat_files_sorted_with_timestamps_on_the_axis(tiny: DatasetLayout, event_file: str) -> None:
+    table = read_flat(tiny, event_file)
+    uid = table.column("uid").to_numpy().astype(np.int64)
+    ts = table.column("timestamp").to_numpy().astype(np.int64)
+    assert np.all((np.diff(uid) > 0) | ((np.diff(uid) == 0) & (np.diff(ts) >= 0)))
+    assert np.all(ts % 5 == 0) and ts.min() >= 0 and ts.max() < S.LAST_TIMESTAMP
+
+
+def _first_time_of_pairs(table: pa.Table) -> dict[tuple[int, int], int]:
+    first: dict[tuple[int, int], int] = {}
+    for uid, item, ts in zip(*(table.column(c).to_pylist() for c in ("uid", "item_id", "timestamp")), strict=True):
+        first[uid, item] = min(ts, first.get((uid, item), ts))
+    return first
+
+
+@pytest.mark.parametrize(("undo", "done"), [("unlikes", "likes"), ("undislikes", "dislikes")])
+def test_undo_events_follow_the_event_they_undo(tiny: DatasetLayout, undo: str, done: str) -> None:
+    first_done = _first_time_of_pairs(read_flat(tiny, done))
+    undone = read_flat(tiny, undo)
+    assert undone.num_rows > 0
+    for uid, item, ts in zip(*(undone.column(c).to_pylist() for c in ("uid", "item_id", "timestamp")), strict=True):
+        assert (uid, item) in first_done and first_done[uid, item] < ts
+
+
+def test_ids_are_sparse_and_embeddings_unit_norm(tiny: DatasetLayout) -> None:
+    multi = read_flat(tiny, "multi_event")
+    uid, item = multi.column("uid").to_numpy(), multi.column("item_id").to_numpy()
+    assert uid.max() < 1_000_000 and item.min() >= 1 and item.max() <= 9_390_623
+    assert np.unique(uid).size == PRESETS["tiny"].n_users
+    embeddings = io.read_table(tiny.embeddings_path, S.EMBEDDINGS_SCHEMA)
+    unit = np.stack(embeddings.column("normalized_embed").to_numpy(zero_copy_only=False))
+    assert unit.shape[1] == S.EMBEDDING_DIM
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+    assert 0.75 < embeddings.num_rows / PRESETS["tiny"].n_items < 0.89  # 82% of the catalogue
+    artists = io.read_table(tiny.artist_mapping_path, S.ARTIST_MAPPING_SCHEMA)
+    assert set(np.unique(item)) <= set(artists.column("item_id").to_numpy())
+
+
+def test_same_seed_same_data_other_seed_other_data(tiny: DatasetLayout, tmp_path: Path) -> None:
+    generate("tiny", tmp_path / "again", seed=0, progress=False)
+    generate("tiny", tmp_path / "other", seed=1, progress=False)
+    first, again, other = read_all(tiny.root), read_all(tmp_path / "again"), read_all(tmp_path / "other")
+    assert first.keys() == again.keys() and len(first) == 15
+    assert all(first[name].equals(again[name]) for name in first)
+    assert not first["flat/tiny/listens.parquet"].equals(other["flat/tiny/listens.parquet"])
+
+
+def test_root_holds_one_dataset(tiny: DatasetLayout) -> None:
+    other = dataclasses.replace(PRESETS["tiny"], name="tiny2")
+    with pytest.raises(ValueError, match=r"holds synthetic dataset 'tiny'.*refusing to write 'tiny2'"):
+        generate(other, tiny.root, progress=False)
+    with pytest.raises(ValueError, match=r"seed 0.*seed 7"):
+        generate("tiny", tiny.root, seed=7, progress=False)
+
+
+def test_regenerating_the_same_dataset_is_a_no_op(tiny: DatasetLayout) -> None:
+    listens = tiny.event_path("listens")
+    before = listens.stat().st_mtime_ns
+    summary = generate("tiny", tiny.root, seed=0, progress=False)
+    assert listens.stat().st_mtime_ns == before
+    assert summary.rows["listens"] == pq.ParquetFile(listens).metadata.num_rows
+    assert summary.users == PRESETS["tiny"].n_users
+
+
+def test_refuses_a_root_with_files_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / S.EMBEDDINGS_FILE).write_bytes(b"")
+    with pytest.raises(ValueError, match="not made by the generator"):
+        generate("tiny", tmp_path, progress=False)
+    assert not (tmp_path / MARKER_FILE).exists()
+
+
+def test_unknown_preset_names_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="valid choices: tiny, small, 50m"):
+        generate("huge", tmp_path)
+
+
+def test_a_custom_config_names_its_dataset(tmp_path: Path) -> None:
+    cfg = SynthConfig("mini", n_users=5, n_items=100, median_listens=20, n_genres=2, batch_users=2)
+    summary = generate(cfg, tmp_path, progress=False)
+    assert summary.users == 5 and DatasetLayout(tmp_path, "mini").has("multi_event", "sequential")
+
+
+# --- SPEC.md section 8 on `small` ---------------------------------------------------------------------------
+
+STAT_RANGES = {
+    "listen_plus_share": (0.55, 0.70),
+    "listen_plus_share.recommended": (0.64, 0.74),
+    "listen_plus_share.organic": (0.53, 0.64),
+    "top1pct_listen_share": (0.35, 0.75),
+    "items_heard_once": (0.2, 0.45),
+    "played_ratio.zero": (0.05, 0.10),
+    "played_ratio.0_4": (0.20, 0.28),
+    "played_ratio.95_100": (0.52, 0.62),
+    "played_ratio.101_159": (0.002, 0.01),
+    "likes_per_1000_listens": (17, 21),
+    "dislikes_per_1000_listens": (2.0, 2.6),
+    "recommended_share.listens": (0.46, 0.52),
+    "recommended_share.likes": (0.38, 0.46),
+    "recommended_share.unlikes": (0.02, 0.08),
+    "equal_timestamp_share": (0.08, 0.16),
+    "users_without_listens": (0.05, 0.12),
+    "last_day_listen_plus_users": (0.38, 0.54),
+    "last_day_listen_plus_per_user": (20, 45),
+    "active_days_mean": (60, 120),
+    "track_length.median": (185, 215),
+    "track_length.p90": (250, 300),
+    "multi_event.duplicate_share": (0.003, 0.008),
+    "listens.per_user_median": (1_800, 3_200),
+}
+
+
+@pytest.mark.slow
+def test_small_reproduces_section_8(small: DatasetLayout) -> None:
+    stats = compute_stats(small)
+    outside = {k: (stats[k], r) for k, r in STAT_RANGES.items() if not r[0] <= stats[k] <= r[1]}
+    assert not outside
+    assert stats["multi_event.users"] == PRESETS["small"].n_users
+    assert 3_000_000 <= stats["listens.rows"] <= 5_000_000
+
+
+def _listen_plus(layout: DatasetLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = read_flat(layout, "listens")
+    table = table.filter(pc.greater_equal(table.column("played_ratio_pct"), 50))
+    return tuple(table.column(c).to_numpy().astype(np.int64) for c in ("uid", "timestamp", "item_id"))
+
+
+def _hit_rate_at_10(scores: np.ndarray, target_user: np.ndarray, target_item: np.ndarray) -> float:
+    top10 = np.argsort(-scores, kind="stable")[:10]
+    hit_users = np.unique(target_user[np.isin(target_item, top10)])
+    return hit_users.size / np.unique(target_user).size
+
+
+@pytest.mark.slow
+def test_small_decaying_popularity_beats_all_time_popularity(small: DatasetLayout) -> None:
+    uid, ts, item = _listen_plus(small)
+    _, dense = np.unique(item, return_inverse=True)
+    train, test = ts < TRAIN_END, ts >= TEST_START
+    all_time = np.bincount(dense[train], minlength=dense.max() + 1).astype(np.float64)
+    age_hours = (ts[train].max() - ts[train]) / 3_600
+    decayed = np.bincount(dense[train], weights=0.9 ** (age_hours / 24), minlength=dense.max() + 1)
+    most_pop = _hit_rate_at_10(all_time, uid[test], dense[test])
+    decay_pop = _hit_rate_at_10(decayed, uid[test], dense[test])
+    assert decay_pop > most_pop + 0.05
+
+
+@pytest.mark.slow
+def test_small_previous_artist_predicts_the_next(small: DatasetLayout) -> None:
+    listens = read_flat(small, "listens")
+    mapping = io.read_table(small.artist_mapping_path, S.ARTIST_MAPPING_SCHEMA)
+    order = np.argsort(mapping.column("item_id").to_numpy())
+    mapped_items = mapping.column("item_id").to_numpy()[order]
+    item = listens.column("item_id").to_numpy()
+    artist = mapping.column("artist_id").to_numpy()[order][np.searchsorted(mapped_items, item)]
+    uid = listens.column("uid").to_numpy()
+    same_user = uid[1:] == uid[:-1]
+    same_artist = np.mean(artist[1:][same_user] == artist[:-1][same_user])
+    _, counts = np.unique(artist, return_counts=True)
+    chance = np.sum((counts / counts.sum()) ** 2)  # two independent listens sharing an artist
+    assert same_artist > 10 * chance and same_artist > 0.15

@@ -1,0 +1,282 @@
+"""Dataset statistics of SPEC.md section 8, streamed through the files, and a table beside the real Yambda's.
+
+Memory: one user batch of io.iter_user_batches plus per-item counters indexed by raw item id (a few arrays of
+max_item_id + 1 entries: about 75 MB each for Yambda's 9.4M ids) and per-user counts (one number per user).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from yambda_dl.data import io
+from yambda_dl.data import schema as S
+from yambda_dl.data.layout import DatasetLayout
+
+TEST_START = S.LAST_TIMESTAMP - 86_400  # SPEC.md section 4
+LISTEN_PLUS = 50  # played_ratio_pct >= 50 (SPEC.md section 3)
+
+# The real Yambda's figures (SPEC.md sections 1 and 8; 50M where the value depends on the size)
+SPEC_TARGETS: dict[str, float] = {
+    "listens.per_user_median": 3_000,
+    "listens.per_user_p90": 13_000,
+    "listens.per_user_mean": 4_650,
+    "users_without_listens": 0.08,
+    "likes.per_user_median": 45,
+    "likes.per_user_p90": 269,
+    "dislikes.per_user_median": 4,
+    "unlikes.per_user_median": 15,
+    "undislikes.per_user_median": 3,
+    "likes_per_1000_listens": 19,
+    "dislikes_per_1000_listens": 2.3,
+    "active_days_mean": 86,
+    "equal_timestamp_share": 0.12,
+    "last_day_listen_plus_users": 0.46,
+    "last_day_listen_plus_per_user": 34,
+    "items_heard_once": 1 / 3,
+    "top1pct_listen_share": 0.5,
+    "top_item_user_reach": 0.5,
+    "played_ratio.zero": 0.074,
+    "played_ratio.0_4": 0.24,
+    "played_ratio.95_100": 0.57,
+    "played_ratio.101_159": 0.005,
+    "listen_plus_share": 0.63,
+    "listen_plus_share.recommended": 0.68,
+    "listen_plus_share.organic": 0.59,
+    "track_length.median": 200,
+    "track_length.p90": 275,
+    "recommended_share.listens": 0.49,
+    "recommended_share.likes": 0.42,
+    "recommended_share.dislikes": 0.48,
+    "recommended_share.unlikes": 0.05,
+    "recommended_share.undislikes": 0.10,
+    "multi_event.duplicate_share": 0.005,
+}
+
+
+@dataclass
+class _FileTally:
+    """Running totals of one event file."""
+
+    rows: int = 0
+    recommended: int = 0
+    items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # events per raw item id
+    per_user: list[np.ndarray] = field(default_factory=list)  # events per user, batch by batch
+
+    def add_items(self, item_id: np.ndarray) -> None:
+        counts = np.bincount(item_id, minlength=len(self.items))
+        counts[: len(self.items)] += self.items  # the counter grows to the largest id seen so far
+        self.items = counts
+
+
+def compute_stats(layout: DatasetLayout, fmt: str = "flat") -> dict:
+    """The statistics of SPEC.md section 8 that the event files can tell, streamed user batch by batch.
+
+    Files that are absent are skipped; at least one event file must exist. Returns {name: value}.
+    """
+    present = [f for f in S.EVENT_FILES if layout.has(f, fmt)]
+    if not present:
+        layout.require(S.EVENT_FILES, fmt)  # raises, naming the missing files and how to get them
+    stats: dict = {}
+    for event_file in present:
+        tally = _FileTally()
+        extra = _ListenTally() if event_file == "listens" else None
+        dups = _DuplicateTally() if event_file == "multi_event" else None
+        for table in io.iter_user_batches(layout.event_path(event_file, fmt), event_file, fmt):
+            _tally_batch(tally, table)
+            if extra is not None:
+                extra.add(table)
+            if dups is not None:
+                dups.add(table)
+        stats.update(_file_stats(event_file, tally))
+        if extra is not None:
+            stats.update(extra.result(tally))
+        if dups is not None:
+            stats.update(dups.result())
+    stats.update(_cross_file_stats(stats))
+    return stats
+
+
+def _tally_batch(tally: _FileTally, table: pa.Table) -> None:
+    uid = table.column("uid").to_numpy()
+    tally.rows += table.num_rows
+    tally.recommended += int((table.column("is_organic").to_numpy() == 0).sum())
+    tally.add_items(table.column("item_id").to_numpy().astype(np.int64))
+    tally.per_user.append(np.diff(_user_starts(uid)))
+
+
+def _user_starts(uid: np.ndarray) -> np.ndarray:
+    """Start index of each user's rows in a uid-sorted array, plus len(uid)."""
+    change = np.flatnonzero(uid[1:] != uid[:-1]) + 1
+    return np.concatenate([[0], change, [len(uid)]]) if len(uid) else np.zeros(1, np.int64)
+
+
+def _file_stats(event_file: str, tally: _FileTally) -> dict:
+    per_user = np.concatenate(tally.per_user) if tally.per_user else np.zeros(0, np.int64)
+    out = {
+        f"{event_file}.rows": tally.rows,
+        f"{event_file}.users": len(per_user),
+        f"{event_file}.items": int((tally.items > 0).sum()),
+        f"recommended_share.{event_file}": tally.recommended / max(tally.rows, 1),
+    }
+    if len(per_user):
+        out[f"{event_file}.per_user_median"] = float(np.median(per_user))
+        out[f"{event_file}.per_user_p90"] = float(np.quantile(per_user, 0.9))
+        out[f"{event_file}.per_user_mean"] = float(per_user.mean())
+    if event_file == "listens":
+        out.update(_popularity_stats(tally.items))
+    return out
+
+
+def _popularity_stats(item_counts: np.ndarray) -> dict:
+    """Share of items heard once, and the share of listens that the top 1% of the heard items carry."""
+    heard = np.sort(item_counts[item_counts > 0])[::-1]
+    if not len(heard):
+        return {}
+    top = max(1, len(heard) // 100)
+    return {
+        "items_heard_once": float((heard == 1).mean()),
+        "top1pct_listen_share": float(heard[:top].sum() / heard.sum()),
+    }
+
+
+@dataclass
+class _ListenTally:
+    """Listen-only statistics: played ratio, Listen+, lengths, sessions in time, the test day, item reach."""
+
+    ratio_hist: np.ndarray = field(default_factory=lambda: np.zeros(S.MAX_PLAYED_RATIO_PCT + 1, np.int64))
+    plus: np.ndarray = field(default_factory=lambda: np.zeros((2, 2), np.int64))  # [is_organic, is_plus]
+    length_hist: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    equal_pairs: int = 0
+    pairs: int = 0
+    active_days: list[np.ndarray] = field(default_factory=list)
+    last_day_plus: list[np.ndarray] = field(default_factory=list)
+    reach: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # distinct users per raw item id
+
+    def add(self, table: pa.Table) -> None:
+        uid = table.column("uid").to_numpy()
+        ts = table.column("timestamp").to_numpy().astype(np.int64)
+        ratio = table.column("played_ratio_pct").to_numpy()
+        organic = table.column("is_organic").to_numpy().astype(np.int64)
+        plus = ratio >= LISTEN_PLUS
+        self.ratio_hist += np.bincount(ratio, minlength=len(self.ratio_hist))
+        self.plus += np.bincount(organic * 2 + plus, minlength=4).reshape(2, 2)
+        self.length_hist = _add_hist(self.length_hist, table.column("track_length_seconds").to_numpy())
+        same_user = uid[1:] == uid[:-1]
+        self.pairs += int(same_user.sum())
+        self.equal_pairs += int((same_user & (ts[1:] == ts[:-1])).sum())
+        starts = _user_starts(uid)
+        self.active_days.append(_distinct_per_user(uid, (S.LAST_TIMESTAMP - 1 - ts) // 86_400, starts))
+        in_last_day = plus & (ts >= TEST_START)
+        self.last_day_plus.append(
+            np.add.reduceat(in_last_day.astype(np.int64), starts[:-1]) if len(uid) else np.zeros(0, np.int64)
+        )
+        pair_items = _distinct_pairs(uid, table.column("item_id").to_numpy().astype(np.int64))
+        self.reach = _add_hist(self.reach, pair_items)
+
+    def result(self, tally: _FileTally) -> dict:
+        total = max(int(self.ratio_hist.sum()), 1)
+        users = max(sum(len(a) for a in self.active_days), 1)
+        last = np.concatenate(self.last_day_plus) if self.last_day_plus else np.zeros(0, np.int64)
+        out = {
+            "played_ratio.zero": self.ratio_hist[0] / total,
+            "played_ratio.0_4": self.ratio_hist[:5].sum() / total,
+            "played_ratio.95_100": self.ratio_hist[95:101].sum() / total,
+            "played_ratio.101_159": self.ratio_hist[101:].sum() / total,
+            "listen_plus_share": self.ratio_hist[LISTEN_PLUS:].sum() / total,
+            "listen_plus_share.recommended": self.plus[0, 1] / max(self.plus[0].sum(), 1),
+            "listen_plus_share.organic": self.plus[1, 1] / max(self.plus[1].sum(), 1),
+            "track_length.median": _hist_quantile(self.length_hist, 0.5),
+            "track_length.p90": _hist_quantile(self.length_hist, 0.9),
+            "equal_timestamp_share": self.equal_pairs / max(self.pairs, 1),
+            "active_days_mean": float(np.concatenate(self.active_days).mean()) if self.active_days else 0.0,
+            "last_day_listen_plus_users_of_listeners": float((last > 0).sum() / users),
+            "last_day_listen_plus_count": int((last > 0).sum()),
+            "last_day_listen_plus_per_user": float(last[last > 0].mean()) if (last > 0).any() else 0.0,
+            "top_item_user_reach": float(self.reach.max() / users) if len(self.reach) else 0.0,
+        }
+        return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
+
+
+def _add_hist(hist: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """hist + bincount(values), growing hist to the largest value seen."""
+    counts = np.bincount(values.astype(np.int64), minlength=len(hist))
+    counts[: len(hist)] += hist
+    return counts
+
+
+def _hist_quantile(hist: np.ndarray, q: float) -> float:
+    """The q-quantile (lower) of the values whose counts `hist` holds."""
+    cum = np.cumsum(hist)
+    return float(np.searchsorted(cum, q * cum[-1])) if len(cum) and cum[-1] else 0.0
+
+
+def _distinct_per_user(uid: np.ndarray, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Number of distinct values per user, for values sorted within each user (the days of sorted times)."""
+    new = np.ones(len(uid), bool)
+    new[1:] = (uid[1:] != uid[:-1]) | (values[1:] != values[:-1])
+    return np.add.reduceat(new.astype(np.int64), starts[:-1]) if len(uid) else np.zeros(0, np.int64)
+
+
+def _distinct_pairs(uid: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """The item of each distinct (uid, item) pair."""
+    key = np.unique((uid.astype(np.uint64) << np.uint64(32)) | item.astype(np.uint64))
+    return (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+@dataclass
+class _DuplicateTally:
+    """Rows of multi_event that repeat an earlier row exactly (all columns equal)."""
+
+    duplicates: int = 0
+    rows: int = 0
+
+    def add(self, table: pa.Table) -> None:
+        columns = [_comparable(table.column(n)) for n in reversed(table.column_names)]
+        order = np.lexsort(columns)
+        stacked = np.stack([c[order] for c in columns])
+        self.duplicates += int((stacked[:, 1:] == stacked[:, :-1]).all(axis=0).sum())
+        self.rows += table.num_rows
+
+    def result(self) -> dict:
+        return {"multi_event.duplicate_share": self.duplicates / max(self.rows, 1)}
+
+
+def _comparable(column: pa.ChunkedArray) -> np.ndarray:
+    """An int64 view of a column for equality: dictionary codes for event_type, -1 for nulls."""
+    array = column.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.indices
+    return np.asarray(array.cast(pa.int64()).fill_null(-1), dtype=np.int64)
+
+
+def _cross_file_stats(stats: dict) -> dict:
+    """Statistics that combine files: feedback per 1000 listens, users without listens, test-day share."""
+    out = {}
+    listens = stats.get("listens.rows", 0)
+    for kind in ("likes", "dislikes"):
+        if listens and f"{kind}.rows" in stats:
+            out[f"{kind}_per_1000_listens"] = 1000 * stats[f"{kind}.rows"] / listens
+    all_users = stats.get("multi_event.users")
+    if all_users and "listens.users" in stats:
+        out["users_without_listens"] = 1 - stats["listens.users"] / all_users
+    if all_users and "last_day_listen_plus_count" in stats:
+        out["last_day_listen_plus_users"] = stats["last_day_listen_plus_count"] / all_users
+    return out
+
+
+def format_stats(stats: dict) -> str:
+    """A Markdown table: each statistic, this dataset's value and the real Yambda's (SPEC.md section 8)."""
+    lines = ["| statistic | this dataset | Yambda (SPEC.md) |", "|---|---|---|"]
+    for name in sorted(stats):
+        target = SPEC_TARGETS.get(name)
+        lines.append(f"| {name} | {_fmt(stats[name])} | {'' if target is None else _fmt(target)} |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, (int, np.integer)) or (float(value).is_integer() and abs(value) >= 10):
+        return f"{int(value):,}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
