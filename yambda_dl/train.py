@@ -51,8 +51,14 @@ def build_logger(cfg: DictConfig) -> Any | None:
     return hydra.utils.instantiate(cfg.logger)
 
 
-def build_trainer(cfg: DictConfig, logger: Any | None, split: Split) -> lightning.Trainer:
-    """The Lightning Trainer of cfg.trainer; in tune mode it evaluates on the validation day as it trains."""
+def build_trainer(
+    cfg: DictConfig, logger: Any | None, split: Split, model: lightning.LightningModule
+) -> lightning.Trainer:
+    """The Lightning Trainer of cfg.trainer; in tune mode it evaluates on the validation day as it trains.
+
+    The number of epochs is the model's (`model.max_epochs`: SASRec's epochs, iALS's sweeps) unless
+    `trainer.max_epochs` overrides it.
+    """
     callbacks = []
     if split.protocol.mode == "tune":
         callbacks.append(
@@ -64,11 +70,13 @@ def build_trainer(cfg: DictConfig, logger: Any | None, split: Split) -> lightnin
                 backend=cfg.eval.backend,
             )
         )
+    max_epochs = cfg.trainer.get("max_epochs") or getattr(model, "max_epochs", None)
     return hydra.utils.instantiate(
         cfg.trainer,
         logger=logger if logger is not None else False,
         default_root_dir=cfg.paths.output_dir,
         callbacks=callbacks,
+        max_epochs=max_epochs,
     )
 
 
@@ -115,7 +123,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     model = build_model(cfg.model)
     logger = build_logger(cfg)
-    trainer = build_trainer(cfg, logger, split) if isinstance(model, lightning.LightningModule) else None
+    trainer = build_trainer(cfg, logger, split, model) if isinstance(model, lightning.LightningModule) else None
     t = time.perf_counter()
     model.fit(split, trainer=trainer)
     timings["fit_s"] = time.perf_counter() - t
