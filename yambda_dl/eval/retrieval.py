@@ -136,16 +136,20 @@ def _merge(best_scores: Tensor, best_items: Tensor, scores: Tensor, items: Tenso
 def exact_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k per row sorted by (score desc, column asc), exact on ties: (values, columns) of shape (rows, k).
 
-    torch.topk picks an arbitrary subset of the values tied at the k-th; only rows where more columns tie with
-    it than were taken (rare with real-valued scores) are resolved column by column. Ties at -inf are left
+    torch.topk picks an arbitrary subset of the values tied at the k-th. Asking it for k + 1 tells, without another
+    pass over the tile, which rows have more columns tied at the k-th than were taken (the (k+1)-th best equals the
+    k-th); only those rows (rare with real-valued scores) are resolved column by column. Ties at -inf are left
     arbitrary: those are masked items, which the caller turns into -1 padding.
     """
-    values, columns = torch.topk(scores, k, dim=1, sorted=False)
-    kth = values.min(dim=1, keepdim=True).values
-    # memory: one bool per tile score, a quarter of the scores tile
-    ambiguous = (((scores >= kth).sum(dim=1) > k) & (kth.squeeze(1) > -torch.inf)).nonzero().squeeze(1)
+    if k >= scores.shape[1]:  # every column is taken: there is no choice among ties to make
+        values, columns = torch.topk(scores, k, dim=1, sorted=False)
+        return _sort_by_score_then_column(values, columns)
+    values, columns = torch.topk(scores, k + 1, dim=1, sorted=True)
+    ambiguous = ((values[:, k] == values[:, k - 1]) & (values[:, k - 1] > -torch.inf)).nonzero().squeeze(1)
+    values, columns = values[:, :k].contiguous(), columns[:, :k].contiguous()
     if ambiguous.numel():
-        columns[ambiguous] = _lowest_columns_of_ties(scores[ambiguous], kth[ambiguous], k)
+        kth = values[ambiguous, k - 1 :]
+        columns[ambiguous] = _lowest_columns_of_ties(scores[ambiguous], kth, k)
         values[ambiguous] = scores[ambiguous].gather(1, columns[ambiguous])
     return _sort_by_score_then_column(values, columns)
 
