@@ -64,10 +64,12 @@ def test_top_k_shape_order_and_range(split, name):
 
 def test_known_answer(split, name):
     factory, expected_first = MODELS[name]
-    if expected_first is None:
-        pytest.skip("a random model has no known first item")
     items, _ = recommend_all(factory().fit(split), split.num_users, 1)
-    assert set(split.items[items[:, 0].numpy()].tolist()) == {expected_first}
+    firsts = set(split.items[items[:, 0].numpy()].tolist())
+    if expected_first is None:  # a random model: its first items are spread over the catalogue, not one item
+        assert len(firsts) > 1
+    else:
+        assert firsts == {expected_first}
 
 
 def test_deterministic(split, name):
