@@ -115,7 +115,9 @@ def test_format_stats_puts_the_spec_target_beside_each_value(hand: DatasetLayout
     assert "| listen_plus_share | 0.6 | 0.63 |" in lines
     assert "| listens.rows | 5 |  |" in lines
     names = {line.split(" | ")[0].removeprefix("| ") for line in lines[2:]}
-    assert set(SPEC_TARGETS) - names == {"undislikes.per_user_median"}  # no undislikes in the hand data
+    # the hand data has no undislikes, and no mappings or embeddings (see the catalogue test)
+    catalogue = {name for name in SPEC_TARGETS if name.startswith("catalogue.")}
+    assert set(SPEC_TARGETS) - names == {"undislikes.per_user_median"} | catalogue
 
 
 def test_flat_and_sequential_give_the_same_stats(tmp_path: Path) -> None:
@@ -127,3 +129,24 @@ def test_flat_and_sequential_give_the_same_stats(tmp_path: Path) -> None:
 def test_missing_files_raise_with_how_to_get_them(tmp_path: Path) -> None:
     with pytest.raises(DataFileError, match="yambda-data synth --preset nothing"):
         compute_stats(DatasetLayout(tmp_path, "nothing"))
+
+
+def test_catalogue_stats_from_mappings_and_embeddings(hand: DatasetLayout) -> None:
+    # 4 items by 2 artists (2 each); 5 album rows over those 4 items; 3 of the 4 items embedded
+    pq.write_table(
+        pa.table({"artist_id": [1, 1, 2, 2], "item_id": [10, 11, 12, 13]}, S.ARTIST_MAPPING_SCHEMA),
+        hand.artist_mapping_path,
+    )
+    pq.write_table(
+        pa.table({"album_id": [5, 6, 6, 7, 8], "item_id": [10, 10, 11, 12, 13]}, S.ALBUM_MAPPING_SCHEMA),
+        hand.album_mapping_path,
+    )
+    vectors = [[1.0] * 128] * 3
+    pq.write_table(
+        pa.table({"item_id": [10, 11, 12], "embed": vectors, "normalized_embed": vectors}, S.EMBEDDINGS_SCHEMA),
+        hand.embeddings_path,
+    )
+    stats = compute_stats(hand)
+    assert stats["catalogue.items_per_artist"] == 2.0
+    assert stats["catalogue.albums_per_item"] == 5 / 4
+    assert stats["catalogue.embedding_coverage"] == 3 / 4
