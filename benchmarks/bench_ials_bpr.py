@@ -1,0 +1,234 @@
+"""Benchmark: our iALS and BPR (torch, LightningModules) against implicit's CPU ALS and BPR on one split.
+
+Same split (synthetic 50m, Listen+, final), same factors, iterations and regularization; every model is ranked and
+scored by our own recommend_all + evaluate. Each case runs in its own child process, so its peak RSS is its own;
+every case gets the same CPU threads (--threads, default torch.get_num_threads()): torch's and implicit's, with
+single-threaded BLAS under implicit, as it recommends. On a machine shared with other jobs, --threads 1 gives steadier
+figures: a multi-threaded torch op waits at its barrier for a thread the OS has descheduled.
+
+    .venv/bin/python benchmarks/bench_ials_bpr.py [--root /tmp/bench50m] [--size 50m] [--iterations 10]
+        [--cases implicit_als ials implicit_bpr bpr] [--accelerator cpu|gpu] [--threads N]
+
+A modest iteration count (10 by default) keeps the run to a few minutes on 2 cores; the paper tunes 10-300.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CASES = ("implicit_als", "ials", "ials_cholesky", "implicit_bpr", "bpr")
+PEERS = {"ials": "implicit_als", "ials_cholesky": "implicit_als", "bpr": "implicit_bpr"}
+KS = (10, 100)
+
+
+def _split(args: argparse.Namespace):
+    from yambda_dl.data.layout import DatasetLayout
+    from yambda_dl.data.split import Protocol, make_split
+
+    return make_split(DatasetLayout(Path(args.root), args.size), Protocol(), progress=False)
+
+
+def _fit_ours(case: str, split, args: argparse.Namespace) -> tuple[object, list[float]]:
+    """Fit our model with a real Trainer; the seconds of each epoch (= iteration) from a callback."""
+    import lightning
+
+    from yambda_dl.models.bpr import BPR
+    from yambda_dl.models.ials import IALS
+
+    class EpochTimer(lightning.Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            self._start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            if module.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize()
+            self.seconds.append(time.perf_counter() - self._start)
+
+    common = {"factors": args.factors, "iterations": args.iterations, "regularization": args.regularization}
+    if case == "bpr":
+        model = BPR(learning_rate=args.learning_rate, **common)
+    else:  # implicit's confidence is alpha * r: on the binary matrix its alpha=1 is our alpha=0
+        model = IALS(solver="cg" if case == "ials" else "cholesky", log_objective=False, **common)
+    timer = EpochTimer()
+    trainer = lightning.Trainer(
+        max_epochs=args.iterations,
+        accelerator=args.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    model.fit(split, trainer=trainer)
+    return model, timer.seconds
+
+
+def _fit_implicit(case: str, split, args: argparse.Namespace) -> tuple[object, list[float]]:
+    """Fit implicit's CPU model on our binary matrix; the seconds of each iteration from its fit callback."""
+    import threadpoolctl
+    import torch
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    from yambda_dl.data import views
+
+    common = {"factors": args.factors, "iterations": args.iterations, "regularization": args.regularization}
+    threads = torch.get_num_threads()
+    if case == "implicit_als":
+        model = AlternatingLeastSquares(alpha=1.0, num_threads=threads, random_state=0, **common)
+    else:
+        model = BayesianPersonalizedRanking(
+            learning_rate=args.learning_rate, num_threads=threads, random_state=0, **common
+        )
+    seconds: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_iteration(iteration: int, *_: object) -> None:
+        now = time.perf_counter()  # wall time between calls, as our epoch timer measures (ALS and BPR alike)
+        seconds.append(now - last[0])
+        last[0] = now
+
+    matrix = views.user_item_matrix(split, "binary").to_scipy()
+    with threadpoolctl.threadpool_limits(1, "blas"):  # implicit's own advice: its threads, single-threaded BLAS
+        last[0] = time.perf_counter()
+        model.fit(matrix, show_progress=False, callback=on_iteration)
+    return _Vectors(model.user_factors, model.item_factors), seconds
+
+
+class _Vectors:
+    """implicit's factor arrays as a VectorRecommender, so that our retrieval ranks them like ours."""
+
+    def __init__(self, users, items) -> None:
+        import torch
+
+        self.users, self.items = torch.from_numpy(users), torch.from_numpy(items)
+
+    def user_vectors(self, user_idx):
+        return self.users[user_idx]
+
+    def item_vectors(self):
+        return self.items
+
+
+def _run_case(case: str, args: argparse.Namespace) -> dict:
+    """Fit, rank and evaluate one case in this (child) process; peak RSS from getrusage."""
+    import torch
+
+    from yambda_dl.eval.evaluator import evaluate
+    from yambda_dl.eval.recommend import recommend_all
+
+    torch.set_num_threads(args.threads)  # implicit reads the same count back from torch.get_num_threads()
+    split = _split(args)
+    start = time.perf_counter()
+    fit = _fit_implicit if case.startswith("implicit") else _fit_ours
+    model, seconds = fit(case, split, args)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    items, _ = recommend_all(model, split.num_users, max(KS), user_tile=1024)
+    rank_seconds = time.perf_counter() - start
+    metrics = evaluate(items, split.targets, split.num_items, KS)
+    return {
+        "fit_s": fit_seconds,
+        "iteration_s": statistics.median(seconds),
+        "iterations": len(seconds),
+        "rank_s": rank_seconds,
+        **{f"ndcg@{k}": metrics[f"ndcg@{k}"] for k in KS},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _child(case: str, args: argparse.Namespace) -> dict:
+    """Run one case in a fresh interpreter and parse its last line (JSON)."""
+    command = [sys.executable, __file__, "--case", case, "--root", args.root, "--size", args.size]
+    command += ["--iterations", str(args.iterations), "--factors", str(args.factors)]
+    command += ["--regularization", str(args.regularization), "--learning-rate", str(args.learning_rate)]
+    command += ["--accelerator", args.accelerator, "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"case {case} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _machine() -> str:
+    """Cores, RAM, platform and date, printed with every result."""
+    import torch
+
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    system = f"{platform.platform()}, python {platform.python_version()}, torch {torch.__version__}"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return f"{os.cpu_count()} cores, {ram_gb:.1f} GiB RAM, load average {load}, {system}, {now}"
+
+
+def _ratio(value: float, reference: float | None) -> str:
+    return f"{value / reference:.2f}" if reference else "-"
+
+
+def _report(args: argparse.Namespace) -> None:
+    """Run every case and print one table; ratios are against the implicit peer measured in this same run."""
+    print(f"machine: {_machine()}")
+    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
+    print(
+        f"data: {args.root} ({args.size}), Listen+, final; factors={args.factors} iterations={args.iterations} "
+        f"regularization={args.regularization} bpr learning_rate={args.learning_rate}; ours on {args.accelerator}; "
+        f"{args.threads} CPU threads per case"
+    )
+    header = "| case | fit s | s / iteration | x peer time | NDCG@10 | NDCG@100 | x peer NDCG@10 | x peer NDCG@100 |"
+    print(header + " peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    results: dict[str, dict] = {}
+    for case in args.cases:
+        result = results[case] = _child(case, args)
+        peer = results.get(PEERS.get(case, ""))
+        print(
+            f"| {case} | {result['fit_s']:.1f} | {result['iteration_s']:.2f} | "
+            f"{_ratio(result['iteration_s'], peer and peer['iteration_s'])} | {result['ndcg@10']:.4f} | "
+            f"{result['ndcg@100']:.4f} | {_ratio(result['ndcg@10'], peer and peer['ndcg@10'])} | "
+            f"{_ratio(result['ndcg@100'], peer and peer['ndcg@100'])} | {result['peak_rss_mb']:.0f} |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="/tmp/bench50m")
+    parser.add_argument("--size", default="50m")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--regularization", type=float, default=0.01)
+    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="where our models train")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=["implicit_als", "ials", "implicit_bpr", "bpr"])
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of every case (default: torch's own count)"
+    )
+    parser.add_argument("--case", choices=CASES, help="internal: run one case in this process and print JSON")
+    args = parser.parse_args()
+    if args.threads is None:
+        import torch
+
+        args.threads = torch.get_num_threads()
+    if args.case:
+        print(json.dumps(_run_case(args.case, args)))
+    else:
+        _report(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""iALS against its closed form (numpy), against implicit's CPU ALS, and on a checkerboard with a known answer."""
+
+from __future__ import annotations
+
+import itertools
+
+import lightning
+import numpy as np
+import pytest
+import torch
+
+from yambda_dl.data import views
+from yambda_dl.data.layout import DatasetLayout
+from yambda_dl.data.split import Protocol, Split, make_split
+from yambda_dl.eval.recommend import recommend_all, seen_items
+from yambda_dl.models.factors import length_order, length_sorted_batches, seeded_uniform
+from yambda_dl.models.ials import IALS
+
+from ..conftest import TEST_START, listen, write_flat
+
+
+def checkerboard_split(root) -> Split:
+    """12 users, 10 items (raw 100..109): even users play even items, odd users odd items, 4 of their 5 in train;
+    the fifth (a different one for each pair of users) is the user's only test-day target."""
+    layout = DatasetLayout(root, "board")
+    rows = []
+    for uid in range(12):
+        parity = uid % 2
+        held_out = 100 + parity + 2 * (uid // 2 % 5)
+        liked = [100 + parity + 2 * j for j in range(5)]
+        rows += [listen(uid, 1_000_000 + 5 * i, item) for i, item in enumerate(liked) if item != held_out]
+        rows.append(listen(uid, TEST_START + 10, held_out))
+    write_flat(layout, "listens", rows)
+    return make_split(layout, Protocol(), cache_dir=root / "cache", progress=False)
+
+
+def held_out_items(split: Split) -> np.ndarray:
+    """Each user's one target as a dense item index."""
+    return np.asarray(split.targets.item_idx)[np.asarray(split.targets.offsets)[:-1]]
+
+
+@pytest.fixture(scope="module")
+def counts_split(tmp_path_factory) -> Split:
+    """7 users x 6 items with repeated plays, so that count values and alpha matter."""
+    root = tmp_path_factory.mktemp("ials")
+    layout = DatasetLayout(root, "counts")
+    rng = np.random.default_rng(3)
+    rows = []
+    for uid in range(7):
+        items = rng.choice(6, size=rng.integers(2, 5), replace=False)
+        plays = [item for item in items for _ in range(int(rng.integers(1, 4)))]
+        rows += [listen(uid, 1_000_000 + 5 * i, 10 + item) for i, item in enumerate(plays)]
+    rows.append(listen(0, TEST_START, 10))  # the protocol needs a test day
+    write_flat(layout, "listens", rows)
+    return make_split(layout, Protocol(), cache_dir=root / "cache", progress=False)
+
+
+def dense_confidence(split: Split, values: str, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(C, P) as dense users x items arrays: c = 1 + alpha * r on nonzeros, 1 elsewhere; p = [r > 0]."""
+    r = views.user_item_matrix(split, values).to_scipy().toarray().astype(np.float64)
+    return 1.0 + alpha * r, (r > 0).astype(np.float64)
+
+
+def closed_form(fixed: np.ndarray, confidence: np.ndarray, preference: np.ndarray, reg: float) -> np.ndarray:
+    """Hu et al.'s per-row solution (Y^T C_u Y + lambda I)^{-1} Y^T C_u p_u, one row at a time (the reference)."""
+    d = fixed.shape[1]
+    rows = []
+    for c_u, p_u in zip(confidence, preference, strict=True):
+        a = fixed.T @ (c_u[:, None] * fixed) + reg * np.eye(d)
+        rows.append(np.linalg.solve(a, fixed.T @ (c_u * p_u)))
+    return np.array(rows)
+
+
+def dense_objective(x: np.ndarray, y: np.ndarray, confidence: np.ndarray, preference: np.ndarray, reg: float) -> float:
+    return float((confidence * (preference - x @ y.T) ** 2).sum() + reg * ((x**2).sum() + (y**2).sum()))
+
+
+def fitted(split: Split, **kwargs) -> IALS:
+    return IALS(**kwargs).fit(split)
+
+
+def test_cholesky_solver_matches_the_closed_form(counts_split):
+    reg, alpha, d = 0.3, 2.0, 3
+    model = fitted(
+        counts_split,
+        factors=d,
+        iterations=1,
+        regularization=reg,
+        alpha=alpha,
+        solver="cholesky",
+        values="count",
+        batch_rows=2,
+        batch_nonzeros=3,
+    )
+    c, p = dense_confidence(counts_split, "count", alpha)
+    items_start = seeded_uniform((counts_split.num_items, d), 0.0, 0.01, 1).double().numpy()
+    users = closed_form(items_start, c, p, reg)  # the first half-sweep, from the seeded items
+    items = closed_form(users, c.T, p.T, reg)  # then the items, from those users
+    np.testing.assert_allclose(model.user_factors.numpy(), users, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.item_factors.numpy(), items, rtol=1e-4, atol=1e-5)
+
+
+def test_conjugate_gradient_approaches_the_closed_form_as_steps_grow(counts_split):
+    reg, alpha, d = 0.1, 3.0, 4
+    c, p = dense_confidence(counts_split, "binary", alpha)
+    items_start = seeded_uniform((counts_split.num_items, d), 0.0, 0.01, 1).double().numpy()
+    exact = closed_form(items_start, c, p, reg)
+    errors = []
+    for steps in (1, 2, 3, d):  # in exact arithmetic CG solves a d x d system in d steps
+        model = fitted(counts_split, factors=d, iterations=1, regularization=reg, alpha=alpha, cg_steps=steps)
+        errors.append(np.abs(model.user_factors.numpy() - exact).max())
+    assert all(later <= earlier for earlier, later in itertools.pairwise(errors)), errors
+    assert errors[0] > 100 * errors[-1], errors  # one step is far off; d steps reach float32's precision
+    assert errors[-1] < 1e-4 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_objective_never_increases_and_is_the_weighted_loss(counts_split, solver):
+    reg, alpha = 0.05, 1.5
+    model = fitted(counts_split, factors=3, iterations=8, regularization=reg, alpha=alpha, solver=solver)
+    objectives = np.array(model.objectives)
+    assert len(objectives) == 8
+    assert (np.diff(objectives) <= 1e-6 * objectives[:-1]).all(), objectives
+    assert objectives[-1] < objectives[0]
+    c, p = dense_confidence(counts_split, "binary", alpha)
+    x, y = model.user_factors.double().numpy(), model.item_factors.double().numpy()
+    assert objectives[-1] == pytest.approx(dense_objective(x, y, c, p, reg), rel=1e-5)
+
+
+def test_close_to_implicit_als_from_the_same_start(counts_split):
+    """implicit (an independent peer) with the same start, CG steps and confidence reaches the same factors."""
+    import threadpoolctl
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    d, reg, alpha, iterations = 3, 0.1, 2.0, 5
+    ours = fitted(counts_split, factors=d, iterations=iterations, regularization=reg, alpha=alpha)
+    # implicit's confidence is alpha * r: on a binary matrix, its alpha 1 + a is our 1 + a * 1
+    with threadpoolctl.threadpool_limits(1, "blas"):  # implicit warns about (and is slowed by) threaded BLAS
+        peer = AlternatingLeastSquares(
+            factors=d, regularization=reg, alpha=1.0 + alpha, iterations=iterations, num_threads=1, random_state=0
+        )
+        peer.user_factors = seeded_uniform((counts_split.num_users, d), 0.0, 0.01, 0).numpy()
+        peer.item_factors = seeded_uniform((counts_split.num_items, d), 0.0, 0.01, 1).numpy()
+        peer.fit(views.user_item_matrix(counts_split, "binary").to_scipy(), show_progress=False)
+    np.testing.assert_allclose(ours.user_factors.numpy(), peer.user_factors, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(ours.item_factors.numpy(), peer.item_factors, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_checkerboard_recommends_the_held_out_item(tmp_path, solver):
+    split = checkerboard_split(tmp_path)
+    model = fitted(split, factors=4, iterations=10, regularization=0.1, alpha=5.0, solver=solver)
+    items, _ = recommend_all(model, split.num_users, 1, exclude=seen_items(split))
+    assert (items[:, 0].numpy() == held_out_items(split)).all()
+
+
+def test_runs_under_a_trainer_that_logs_the_objective(counts_split, tmp_path):
+    trainer = lightning.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=lightning.pytorch.loggers.CSVLogger(tmp_path),
+    )
+    model = IALS(factors=2, iterations=3).fit(counts_split, trainer=trainer)
+    assert trainer.current_epoch == 3 and "train/objective" in trainer.callback_metrics
+    assert float(trainer.callback_metrics["train/objective"]) == pytest.approx(model.objectives[-1], rel=1e-6)
+    assert model.user_vectors(torch.tensor([0, 2])).shape == (2, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_same_sweeps_on_cuda(counts_split):
+    on_cpu = fitted(counts_split, factors=3, iterations=4)
+    trainer = lightning.Trainer(
+        max_epochs=4,
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    on_gpu = IALS(factors=3, iterations=4).fit(counts_split, trainer=trainer)
+    np.testing.assert_allclose(on_gpu.item_vectors().cpu().numpy(), on_cpu.item_vectors().numpy(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"solver": "lu"}, "valid choices: cg, cholesky"),
+        ({"values": "tfidf"}, "valid choices: binary, count"),
+        ({"factors": 0}, "factors must be >= 1"),
+        ({"alpha": -1.0}, "alpha >= 0"),
+    ],
+)
+def test_bad_configuration_is_refused_where_it_enters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        IALS(**kwargs)
+
+
+def test_length_sorted_batches_cover_every_row_once_within_their_bounds():
+    lengths = np.random.default_rng(0).integers(0, 300, size=500)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    order = length_order(indptr)
+    batches = length_sorted_batches(indptr, batch_rows=16, batch_nonzeros=1000)
+    assert [b[0] for b in batches] == [0] + [b[1] for b in batches[:-1]] and batches[-1][1] == len(lengths)
+    for start, stop, padded in batches:
+        rows = lengths[order[start:stop]]
+        assert stop - start <= 16 and padded == max(rows.max(), 1)
+        assert rows.sum() <= 1000 + rows.max()  # about batch_nonzeros: one row may carry a batch past it
+        assert padded < 2 * max(rows.min(), 1)  # similar lengths: padding at most doubles the batch

@@ -1,0 +1,166 @@
+"""What the matrix-factorisation models (iALS, BPR) share: the user x item matrix on the module's device (memory
+checked there, host or CUDA), batches of its rows that bound memory, a loader of training steps, the one-device
+Trainer check, and ranking through eval/retrieval.
+
+Both models sample or sweep on the device themselves, so the loader only counts steps: no data crosses the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from yambda_dl.data.views import SparseMatrix, check_memory
+from yambda_dl.eval.retrieval import CSR, topk
+from yambda_dl.models.base import VectorRecommender
+
+# indptr, indices (int64: what torch's index kernels take) and float32 values on the device
+DEVICE_BYTES_PER_NONZERO = 12
+
+
+@dataclass(frozen=True)
+class DeviceCSR:
+    """A CSR matrix as torch tensors on one device; row r's columns are indices[indptr[r]:indptr[r + 1]], ascending."""
+
+    indptr: torch.Tensor  # int64 (rows + 1,)
+    indices: torch.Tensor  # int64 (nnz,)
+    values: torch.Tensor  # float32 (nnz,)
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_matrix(cls, matrix: SparseMatrix, device: torch.device) -> DeviceCSR:
+        """Copy a SparseMatrix to `device`. Memory there: 12 bytes per nonzero plus 8 per row."""
+        check_device_memory(matrix.nnz * DEVICE_BYTES_PER_NONZERO, "the matrix on the device", device)
+        return cls(
+            torch.from_numpy(matrix.indptr).to(device),
+            torch.from_numpy(matrix.indices).to(device, torch.int64),
+            torch.from_numpy(matrix.values).to(device),
+            matrix.shape,
+        )
+
+    @property
+    def nnz(self) -> int:
+        return self.indices.numel()
+
+
+def check_device_memory(needed_bytes: int, what: str, device: torch.device, fraction: float = 0.8) -> None:
+    """Refuse, with the numbers, an allocation larger than `fraction` of what is free on `device` (host or CUDA)."""
+    if device.type != "cuda":
+        check_memory(needed_bytes, what, fraction)
+        return
+    free, _ = torch.cuda.mem_get_info(device)
+    if needed_bytes > fraction * free:
+        raise MemoryError(
+            f"{what} needs {needed_bytes / 2**30:.2f} GiB but {device} has {free / 2**30:.2f} GiB free (the limit is "
+            f"{fraction:.0%} of it); use a smaller dataset or setup, or a device with more memory"
+        )
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """Rows of similar length, padded to one length: the unit a solver works on.
+
+    Rows are padded with column `pad_column` (a zero row the caller appends to the factors) and value 0, so that
+    padding adds nothing to any sum.
+    """
+
+    rows: torch.Tensor  # int64 (r,)
+    columns: torch.Tensor  # int64 (r, length)
+    values: torch.Tensor  # float32 (r, length); 0 on padding
+
+
+def length_sorted_batches(indptr: np.ndarray, batch_rows: int, batch_nonzeros: int) -> list[tuple[int, int, int]]:
+    """Batches over the rows ordered by length: (start, stop, padded length) in `length_order(indptr)` positions.
+
+    A new batch starts where the row count reaches batch_rows, the nonzeros pass a multiple of batch_nonzeros, or the
+    row length crosses a power of two: rows of one batch differ in length by less than 2x, so padding at most
+    doubles a batch, which holds about batch_nonzeros nonzeros (at least one row). Vectorized: no loop over rows.
+    """
+    lengths = np.sort(np.diff(indptr))
+    if len(lengths) == 0:
+        return []
+    length_class = np.floor(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+    nonzeros_before = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    position = np.arange(len(lengths))
+    keys = np.stack([position // batch_rows, nonzeros_before // batch_nonzeros, length_class])
+    starts = np.flatnonzero(np.concatenate([[True], (keys[:, 1:] != keys[:, :-1]).any(axis=0)]))
+    stops = np.append(starts[1:], len(lengths))
+    return [(int(a), int(b), max(int(lengths[b - 1]), 1)) for a, b in zip(starts, stops, strict=True)]
+
+
+def length_order(indptr: np.ndarray) -> np.ndarray:
+    """The rows by ascending length (stable), the order `length_sorted_batches` counts in."""
+    return np.argsort(np.diff(indptr), kind="stable")
+
+
+def padded_rows(matrix: DeviceCSR, rows: torch.Tensor, length: int, pad_column: int) -> RowBatch:
+    """The rows' columns and values as (r, length) blocks; entries past a row's end get pad_column and 0.
+
+    Memory: 12 bytes per padded entry (columns and values), on the matrix's device.
+    """
+    starts = matrix.indptr[rows]
+    lengths = matrix.indptr[rows + 1] - starts
+    offsets = torch.arange(length, device=rows.device)
+    inside = offsets[None, :] < lengths[:, None]
+    positions = torch.where(inside, starts[:, None] + offsets[None, :], 0)  # 0: any valid position, masked below
+    columns = torch.where(inside, gather_rows(matrix.indices, positions), pad_column)
+    values = torch.where(inside, gather_rows(matrix.values, positions), 0.0)
+    return RowBatch(rows, columns, values)
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] for a 2-D index (shape index.shape + table.shape[1:]) through index_select, which runs
+    several times faster than advanced indexing on the CPU."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
+
+
+def steps_loader(steps: int) -> DataLoader:
+    """A loader of `steps` step numbers: one Lightning epoch of `steps` training steps whose work is on the device."""
+    return DataLoader(range(steps), batch_size=None, shuffle=False)
+
+
+def single_device_trainer(trainer: lightning.Trainer | None, max_epochs: int, model: str) -> lightning.Trainer:
+    """`trainer`, checked to run on one device, or a quiet CPU Trainer when none is given (tests, notebooks).
+
+    These models update their factors in place on one device, with no gradients for DDP to average: several
+    processes would each train their own copy.
+    """
+    if trainer is None:
+        return lightning.Trainer(
+            max_epochs=max_epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    if trainer.world_size > 1:
+        raise ValueError(
+            f"{model} trains on one device; use trainer=cpu or trainer=gpu, not {trainer.world_size} "
+            "processes (trainer=ddp)"
+        )
+    return trainer
+
+
+def seeded_uniform(shape: tuple[int, int], low: float, high: float, seed: int) -> torch.Tensor:
+    """Uniform [low, high) float32 values drawn on the CPU from `seed`: the same start on every device."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=generator) * (high - low) + low
+
+
+def frozen_parameter(values: torch.Tensor) -> torch.nn.Parameter:
+    """A parameter that Lightning moves and checkpoints but autograd ignores: these models write their updates out."""
+    return torch.nn.Parameter(values, requires_grad=False)
+
+
+def recommend_by_vectors(
+    model: VectorRecommender, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Recommender contract for a vector model: (item_idx (n, k), scores (n, k)) on the CPU, via eval/retrieval."""
+    scores, items = topk(model.user_vectors(torch.as_tensor(user_idx)), model.item_vectors(), k, exclude=exclude)
+    return items.cpu(), scores.cpu()
