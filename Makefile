@@ -9,7 +9,7 @@ DEMO_MODELS ?= random,mostpop,decaypop
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "dev,gpu" || echo "dev")
 
-.PHONY: help setup demo test test-fast lint format bench clean
+.PHONY: help setup setup-sansa demo test test-fast lint format bench clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -23,6 +23,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed  ## make .venv and install yambda_dl with its dev extra (CPU torch without CUDA)
+
+$(VENV)/.sansa: $(VENV)/.installed
+	@dpkg -s libsuitesparse-dev >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq libsuitesparse-dev >/dev/null; } || \
+		{ echo "SANSA needs SuiteSparse: sudo apt-get install libsuitesparse-dev, then make setup-sansa"; exit 1; }
+	$(PIP) install -q -e ".[$(EXTRAS),sansa]"
+	touch $@
+
+setup-sansa: $(VENV)/.sansa  ## also install the optional SANSA baseline (SuiteSparse via apt, scikit-sparse, sansa)
 
 demo: setup  ## generate the small synthetic dataset, run every model, print the results table
 	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -66,6 +67,17 @@ def popularity_layout(tmp_path: Path) -> DatasetLayout:
     rows += [listen(6, TEST_START + 100, 99)]  # a target item never seen in train
     write_flat(layout, "listens", rows)
     return layout
+
+
+# models whose reference implementation is an optional extra (`make setup-sansa`): skipped where it is absent
+OPTIONAL_MODEL_PACKAGES = {"sansa": "sansa"}
+
+
+def optional_model_param(name: str):
+    """A pytest param for a model name, skipped when the model's optional package is not installed."""
+    package = next((p for prefix, p in OPTIONAL_MODEL_PACKAGES.items() if name.startswith(prefix)), None)
+    missing = package is not None and importlib.util.find_spec(package) is None
+    return pytest.param(name, marks=pytest.mark.skipif(missing, reason=f"optional `{package}` extra not installed"))
 
 
 def cuda_devices() -> list[str]:

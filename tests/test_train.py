@@ -15,6 +15,8 @@ from omegaconf import open_dict
 
 from yambda_dl.train import CONFIG_DIR, train
 
+from .conftest import optional_model_param
+
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 
@@ -39,7 +41,7 @@ def compose_cfg(overrides: list[str], out: Path):
     return cfg
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", [optional_model_param(name) for name in MODELS])
 def test_every_model_config_runs_and_writes_its_outputs(popularity_layout, tmp_path, model):
     out = tmp_path / "run"
     cfg = compose_cfg([f"model={model}", "save_recommendations=true", *hand_overrides(popularity_layout, out)], out)

@@ -7,6 +7,7 @@ index) and seen-masking live in one place and both backends return identical ind
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -62,7 +63,7 @@ def topk(
             scores, positions = scorer(users[u_start:u_stop], min(k, stop - start), rows, cols)
             found = torch.where(scores > -torch.inf, positions + start, -1)
             best = (best_scores[u_start:u_stop], best_items[u_start:u_stop])
-            best_scores[u_start:u_stop], best_items[u_start:u_stop] = _merge(*best, scores, found, k)
+            best_scores[u_start:u_stop], best_items[u_start:u_stop] = merge_topk(*best, scores, found, k)
     return best_scores.to(users.device), best_items.to(users.device)
 
 
@@ -122,7 +123,7 @@ def _mask_in_user_range(users: Tensor, items: Tensor, start: int, stop: int) -> 
     return users[lo:hi] - start, items[lo:hi]
 
 
-def _merge(best_scores: Tensor, best_items: Tensor, scores: Tensor, items: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def merge_topk(best_scores: Tensor, best_items: Tensor, scores: Tensor, items: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Running top-k merge of the best so far with a new tile's top, both sorted by (score desc, item asc).
 
     Earlier tiles hold lower item indices, so position in [best, new] orders ties as the item index does.
@@ -254,7 +255,7 @@ class _FaissTile:
             inside = (cols >= start) & (cols < start + cap)
             sub_k = min(k, sub_tile.items.shape[0])
             values, columns = sub_tile(users, sub_k, rows[inside], cols[inside] - start)
-            best = _merge(*best, values, torch.where(values > -torch.inf, columns + start, -1), k)
+            best = merge_topk(*best, values, torch.where(values > -torch.inf, columns + start, -1), k)
         return best
 
 
@@ -288,3 +289,37 @@ def _rows_subset(rows: Tensor, cols: Tensor, subset: Tensor) -> tuple[Tensor, Te
     """The mask pairs of the tile rows in `subset` (ascending), renumbered 0..len(subset)-1."""
     keep = torch.isin(rows, subset)
     return torch.searchsorted(subset, rows[keep]), cols[keep]
+
+
+def topk_over_score_tiles(
+    score_items: Callable[[int, int], Tensor], num_items: int, k: int, mask: CSR | None, item_tile: int
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k of users whose dense scores a model computes item tile by item tile: (items int64, scores float32).
+
+    For models that are not inner products of vectors (ItemKNN, SANSA): the same running top-k, tie-breaking and
+    masking as topk() above, so ranking lives in one place.
+
+    `score_items(start, stop)` returns the tile's (n, stop - start) scores. The running top-k is the shared
+    retrieval's (exact_topk and its merge: ties to the lower item index); `mask` items get no rank and rows with
+    fewer than k allowed items are padded with -1 / -inf. Memory: one (n, item_tile) block plus the (n, k) result.
+    """
+    best_scores = best_items = None
+    rows = cols = None
+    if mask is not None:
+        counts = mask.offsets.diff()
+        rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        cols = torch.as_tensor(mask.indices, dtype=torch.int64)
+    for start in range(0, num_items, item_tile):
+        stop = min(start + item_tile, num_items)
+        scores = score_items(start, stop)
+        if rows is not None:
+            inside = (cols >= start) & (cols < stop)
+            scores[rows[inside].to(scores.device), (cols[inside] - start).to(scores.device)] = -torch.inf
+        values, columns = exact_topk(scores.float(), min(k, stop - start))  # rounded once, whatever the tiles
+        found = torch.where(values > -torch.inf, columns + start, -1)
+        if best_scores is None:
+            n = scores.shape[0]
+            best_scores = torch.full((n, k), -torch.inf, device=scores.device)
+            best_items = torch.full((n, k), -1, dtype=torch.int64, device=scores.device)
+        best_scores, best_items = merge_topk(best_scores, best_items, values, found, k)
+    return best_items.cpu(), best_scores.float().cpu()

@@ -41,5 +41,11 @@ class VectorRecommender(Protocol):
     def item_vectors(self) -> torch.Tensor: ...  # (num_items, d)
 
 
+def check_k(k: int, num_items: int) -> None:
+    """A model ranks the candidate (train) items: k must lie in 1..num_items."""
+    if not 1 <= k <= num_items:
+        raise ValueError(f"k={k} must be between 1 and the number of candidate (train) items, {num_items}")
+
+
 class NotFittedError(RuntimeError):
     """recommend() was called before fit()."""

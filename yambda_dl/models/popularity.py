@@ -12,16 +12,11 @@ import numpy as np
 import torch
 
 from yambda_dl.data import views
-from yambda_dl.models.base import NotFittedError
+from yambda_dl.models.base import NotFittedError, check_k
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
     from yambda_dl.eval.retrieval import CSR
-
-
-def _check_k(k: int, num_items: int) -> None:
-    if not 1 <= k <= num_items:
-        raise ValueError(f"k={k} must be between 1 and the number of candidate (train) items, {num_items}")
 
 
 def _excluded_rows(exclude: CSR | None, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +69,7 @@ class GlobalScoreRecommender:
         if self._order is None or self.scores is None:
             raise NotFittedError(f"{type(self).__name__}.recommend() called before fit()")
         n, num_items = len(user_idx), len(self._order)
-        _check_k(k, num_items)
+        check_k(k, num_items)
         offsets, excluded = _excluded_rows(exclude, n)
         most_masked = int(np.diff(offsets).max(initial=0))
         head = self._order[: min(num_items, k + most_masked)]  # enough to fill k after any user's mask
@@ -132,7 +127,7 @@ class Random:
         if self.num_items is None:
             raise NotFittedError("Random.recommend() called before fit()")
         num_items, n = self.num_items, len(user_idx)
-        _check_k(k, num_items)
+        check_k(k, num_items)
         offsets, excluded = _excluded_rows(exclude, n)
         # Draw more than k so that after dropping repeats and masked items k remain; when the draw would cover a
         # large part of the catalogue, rank all items by their random key instead (exact, small catalogues only).

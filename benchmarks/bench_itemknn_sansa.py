@@ -1,0 +1,138 @@
+"""ItemKNN (exact and pruned) and SANSA on a Yambda-50M-shaped dataset: fit and scoring time, peak memory, NDCG.
+
+Each (setup, model) case runs in a fresh child process, so its peak RSS (ru_maxrss) is its own; the pruned ItemKNN's
+quality loss is a ratio to the exact one measured in the same run. SANSA first estimates its Gram matrix and, when
+that cannot fit, reports the refusal with the numbers instead of a fit. Splits come from the cache (final mode).
+
+    .venv/bin/python benchmarks/bench_itemknn_sansa.py --root /tmp/bench50m --size 50m
+    .venv/bin/python benchmarks/bench_itemknn_sansa.py --root /tmp/bench50m --size 50m --setups like --neighbors 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+K = 100  # every model returns its top 100 per ranked user (SPEC.md section 4)
+
+
+def build_model(name: str, hours: float, neighbors: int):
+    from yambda_dl.models.itemknn import ItemKNN
+    from yambda_dl.models.sansa import SANSA
+
+    if name == "itemknn":
+        return ItemKNN(hours=hours)
+    if name == "itemknn_pruned":
+        return ItemKNN(hours=hours, neighbors=neighbors)
+    return SANSA()
+
+
+def run_child(root: str, size: str, setup: str, name: str, hours: float, neighbors: int) -> dict:
+    """Split (cached), fit, rank every ranked user, evaluate; seconds and peak RSS measured in this process."""
+    from yambda_dl.data.layout import DatasetLayout
+    from yambda_dl.data.split import Protocol, make_split
+    from yambda_dl.data.views import user_item_matrix
+    from yambda_dl.eval.evaluator import evaluate
+    from yambda_dl.eval.recommend import recommend_all
+    from yambda_dl.models.sansa import estimate_gram_nonzeros
+
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    split = make_split(DatasetLayout(Path(root), size), Protocol(setup=setup), progress=False)
+    counts = user_item_matrix(split, "count")
+    result = {"users": split.num_users, "items": split.num_items, "nnz": counts.nnz}
+    if name == "sansa":
+        gram = estimate_gram_nonzeros(counts)
+        result |= {"gram_nonzeros_est": gram.nonzeros, "gram_upper_bound": gram.upper_bound}
+    del counts
+    model = build_model(name, hours, neighbors)
+    start = time.perf_counter()
+    try:
+        model.fit(split)
+    except MemoryError as refusal:
+        return result | {"refused": str(refusal), "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    recs, _ = recommend_all(model, split.num_users, K)
+    score_s = time.perf_counter() - start
+    metrics = evaluate(recs, split.targets, split.num_items, ks=(10, 100))
+    return result | {
+        "fit_s": fit_s,
+        "score_s": score_s,
+        "ndcg@10": metrics["ndcg@10"],
+        "ndcg@100": metrics["ndcg@100"],
+        "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "baseline_kib": baseline_kib,
+    }
+
+
+def run_case(args: argparse.Namespace, setup: str, name: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", setup, name, "--root", args.root, "--size", args.size]
+    cmd += ["--hours", str(args.hours), "--neighbors", str(args.neighbors)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--size", default="50m")
+    parser.add_argument("--setups", nargs="+", default=["listen_plus", "like"])
+    parser.add_argument("--models", nargs="+", default=["itemknn", "itemknn_pruned", "sansa"])
+    parser.add_argument("--hours", type=float, default=1.0, help="ItemKNN decay horizon (paper: tuned)")
+    parser.add_argument("--neighbors", type=int, default=100, help="pruned ItemKNN: neighbours kept per item")
+    parser.add_argument("--child", nargs=2, metavar=("SETUP", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.root, args.size, *args.child, args.hours, args.neighbors)))
+        return
+
+    print(f"# bench_itemknn_sansa  {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(
+        f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM; {args.size} at {args.root}; hours={args.hours}"
+    )
+    header = f"{'setup':12} {'model':15} {'users':>6} {'items':>8} {'nnz':>11} {'fit s':>7} {'score s':>8} "
+    print(header + f"{'peak GiB':>8} {'NDCG@10':>8} {'NDCG@100':>8}")
+    results = {}
+    for setup in args.setups:
+        for name in args.models:
+            r = results[setup, name] = run_case(args, setup, name)
+            peak = r["peak_kib"] / 2**20
+            row = f"{setup:12} {name:15} {r['users']:>6,} {r['items']:>8,} {r['nnz']:>11,} "
+            if "refused" in r:
+                print(row + f"{'refused':>7} {'-':>8} {peak:>8.2f}   (see below)")
+                continue
+            print(
+                row + f"{r['fit_s']:>7.1f} {r['score_s']:>8.1f} {peak:>8.2f} {r['ndcg@10']:>8.4f} {r['ndcg@100']:>8.4f}"
+            )
+    for (setup, name), r in results.items():
+        if "gram_nonzeros_est" in r:
+            print(
+                f"# {setup} SANSA Gram: ~{r['gram_nonzeros_est']:.3g} nonzeros estimated "
+                f"(upper bound {r['gram_upper_bound']:.3g})"
+            )
+        if "refused" in r:
+            print(f"# {setup} {name} refused: {r['refused']}")
+        exact = results.get((setup, "itemknn"))
+        if name == "itemknn_pruned" and exact and "ndcg@10" in r and "ndcg@10" in exact:
+            print(
+                f"# {setup} pruned ({args.neighbors} neighbours) / exact: "
+                f"NDCG@10 {r['ndcg@10'] / exact['ndcg@10']:.3f}, "
+                f"NDCG@100 {r['ndcg@100'] / exact['ndcg@100']:.3f}, fit+score time "
+                f"{(r['fit_s'] + r['score_s']) / (exact['fit_s'] + exact['score_s']):.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

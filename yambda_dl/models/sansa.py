@@ -1,0 +1,214 @@
+"""SANSA (SPEC.md section 6): the reference `sansa` package's sparse approximate EASE behind our Recommender contract.
+
+Paper settings: l2 = 10, weight density 5e-5, on the train user x item count matrix, with the upstream ICF
+factorizer and UMR inverter. The package computes the item x item Gram matrix X^T X, which is what kept upstream
+from running 50M listens in 100 GB; before fitting we estimate that matrix's memory for the split at hand and refuse,
+with the numbers, when it cannot fit. Scores X_u W^T W_r are ranked by the shared retrieval's running top-k (ties to
+the lower item index), so every user gets k items even where the weights are sparse; the user's input items are
+masked only when `mask_input` is set. `sansa` is an optional extra (it needs scikit-sparse and SuiteSparse).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import psutil
+import torch
+from torch import Tensor
+
+from yambda_dl.data import views
+from yambda_dl.data.views import SparseMatrix
+from yambda_dl.eval.retrieval import CSR, topk_over_score_tiles
+from yambda_dl.models.base import NotFittedError, check_k
+from yambda_dl.models.itemknn import csr_rows, mask_rows, select_rows
+
+if TYPE_CHECKING:
+    from yambda_dl.data.split import Split
+
+# Peak bytes per Gram nonzero inside sansa's ICF path: scipy's product (int32 index + float32 value), a float32 copy
+# of the values for the column norms, then the int64 index copy ICF makes while the int32 one is still alive.
+GRAM_BYTES_PER_NONZERO = 16
+
+
+class GramEstimate(NamedTuple):
+    """Nonzeros of X^T X: an estimate (exact when every item was counted) and a cheap upper bound; bytes at peak."""
+
+    nonzeros: float
+    upper_bound: float
+    exact: bool
+
+    @property
+    def bytes(self) -> float:
+        return self.nonzeros * GRAM_BYTES_PER_NONZERO
+
+
+def estimate_gram_nonzeros(matrix: SparseMatrix, samples: int = 64, seed: int = 0) -> GramEstimate:
+    """Nonzeros of X^T X for a users x items CSR X, without forming it.
+
+    Row i of X^T X holds c_i = the distinct items of i's users, at most b_i = min(num_items, sum of their distinct
+    item counts). With more items than `samples`, items are drawn with probability proportional to b_i and the
+    total is estimated as sum(b) * mean(c_i / b_i) (an unbiased importance-sampling estimate whose ratio lies in
+    (0, 1], hence low variance); otherwise every row is counted exactly. Memory: one bool per item plus the
+    largest sampled row's gathered entries.
+    """
+    num_items = matrix.shape[1]
+    items = matrix.transpose()
+    distinct = np.diff(matrix.indptr).astype(np.float64)
+    bound = np.minimum(np.bincount(items.row_ids(), distinct[items.indices], num_items), num_items)
+    exact = num_items <= samples
+    rng = np.random.default_rng(seed)
+    chosen = np.arange(num_items) if exact else rng.choice(num_items, samples, p=bound / bound.sum())
+    seen = np.zeros(num_items, dtype=bool)
+    co_items = np.zeros(len(chosen))
+    for n, item in enumerate(chosen):  # a loop over at most `samples` items, each a vectorized gather
+        users = items.indices[items.indptr[item] : items.indptr[item + 1]]
+        seen[matrix.indices[_ranges(matrix.indptr, users)]] = True
+        co_items[n] = np.count_nonzero(seen)
+        seen[:] = False
+    total = co_items.sum() if exact else bound.sum() * np.mean(co_items / bound[chosen])
+    return GramEstimate(float(total), float(bound.sum()), exact)
+
+
+def _ranges(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions of all entries of the CSR rows `rows`: indptr[r]..indptr[r + 1] - 1 for each, concatenated."""
+    lengths = indptr[rows + 1] - indptr[rows]
+    ends = np.cumsum(lengths)
+    return np.repeat(indptr[rows] - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
+
+
+class SANSA:
+    """The sparse approximate EASE of the `sansa` package (paper: l2 10, weight density 5e-5, count matrix).
+
+    mask_input: give the user's own train items no rank (upstream's option; off in the paper's protocol).
+    scans / finetune_steps: the UMR inverter's settings (upstream's script: 1 and 15). memory_limit_gb: the most
+    the Gram matrix may take (null = 80% of the memory available when fitting). estimate_samples: items sampled
+    for the Gram estimate. user_tile / item_tile / device: the scoring tiles and where they run.
+    """
+
+    def __init__(
+        self,
+        l2: float = 10.0,
+        weight_density: float = 5e-5,
+        mask_input: bool = False,
+        scans: int = 1,
+        finetune_steps: int = 15,
+        memory_limit_gb: float | None = None,
+        estimate_samples: int = 64,
+        user_tile: int = 1024,
+        item_tile: int = 262_144,
+        device: str = "cpu",
+    ) -> None:
+        if l2 <= 0 or not 0 < weight_density <= 1:
+            raise ValueError(f"SANSA needs l2 > 0 and 0 < weight_density <= 1; got l2={l2}, {weight_density}")
+        if min(user_tile, item_tile, estimate_samples) < 1:
+            raise ValueError(
+                f"user_tile={user_tile}, item_tile={item_tile}, estimate_samples={estimate_samples} must be >= 1"
+            )
+        self.l2, self.weight_density, self.mask_input = l2, weight_density, mask_input
+        self.scans, self.finetune_steps = scans, finetune_steps
+        self.memory_limit_gb, self.estimate_samples = memory_limit_gb, estimate_samples
+        self.user_tile, self.item_tile, self.device = user_tile, item_tile, torch.device(device)
+        self.gram: GramEstimate | None = None
+        self.num_items: int | None = None
+        self._inputs: Tensor | None = None  # X: users x items counts
+        self._encoder: Tensor | None = None  # W^T: items x items
+        self._decoder_t: Tensor | None = None  # W_r^T: items x items, so that an item tile is a row slice
+
+    def check_gram_fits(self, counts: SparseMatrix) -> GramEstimate:
+        """Estimate the Gram matrix's memory and refuse, with the numbers, when it exceeds the limit."""
+        gram = estimate_gram_nonzeros(counts, self.estimate_samples)
+        if self.memory_limit_gb is None:
+            limit, source = 0.8 * psutil.virtual_memory().available, "80% of the memory available now"
+        else:
+            limit, source = self.memory_limit_gb * 2**30, f"memory_limit_gb={self.memory_limit_gb}"
+        if gram.bytes > limit:
+            raise MemoryError(
+                f"SANSA's Gram matrix X^T X for {counts.shape[1]:,} items would hold ~{gram.nonzeros:.3g} nonzeros "
+                f"({'exact' if gram.exact else 'estimated'}; upper bound {gram.upper_bound:.3g}), "
+                f"{gram.bytes / 2**30:.1f} GiB at {GRAM_BYTES_PER_NONZERO} bytes each, over the limit of "
+                f"{limit / 2**30:.1f} GiB ({source}); use a smaller setup (likes), "
+                "a machine with more memory, or ItemKNN"
+            )
+        return gram
+
+    def fit(self, split: Split, trainer: object | None = None) -> SANSA:
+        from sansa import SANSA as Reference  # the optional extra, imported only when SANSA is fitted
+        from sansa import ICFGramianFactorizerConfig, SANSAConfig, UMRUnitLowerTriangleInverterConfig
+
+        counts = views.user_item_matrix(split, "count")
+        self.gram = self.check_gram_fits(counts)
+        config = SANSAConfig(
+            l2=self.l2,
+            weight_matrix_density=self.weight_density,
+            gramian_factorizer_config=ICFGramianFactorizerConfig(
+                factorization_shift_step=1e-3,
+                factorization_shift_multiplier=2.0,  # upstream's script
+            ),
+            lower_triangle_inverter_config=UMRUnitLowerTriangleInverterConfig(
+                scans=self.scans, finetune_steps=self.finetune_steps
+            ),
+        )
+        encoder, decoder = Reference(config).fit(counts.to_scipy()).weights  # W^T, W_r: CSR items x items
+        self.num_items = split.num_items
+        self._inputs = counts.to_torch(self.device)
+        self._encoder = _scipy_to_torch(encoder, self.device)
+        self._decoder_t = _scipy_to_torch(decoder.T.tocsr(), self.device)
+        return self
+
+    def scores(self, user_idx: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        """Dense scores (n, stop - start) of the users for items start..stop-1 (all by default): X_u W^T W_r."""
+        self._check_fitted()
+        stop = self.num_items if stop is None else stop
+        latent = select_rows(self._inputs, torch.as_tensor(user_idx, dtype=torch.int64)) @ self._encoder
+        latent_t = latent.to_sparse_coo().transpose(0, 1).coalesce().to_sparse_csr()  # items x n
+        return (csr_rows(self._decoder_t, start, stop) @ latent_t).to_dense().T
+
+    def recommend(self, user_idx: Tensor, k: int, exclude: CSR | None = None) -> tuple[Tensor, Tensor]:
+        """Top-k train items per user, exact over all items (zeros included) in user and item tiles."""
+        self._check_fitted()
+        check_k(k, self.num_items)
+        user_idx = torch.as_tensor(user_idx, dtype=torch.int64)
+        items, scores = [], []
+        for start in range(0, len(user_idx), self.user_tile):
+            users = user_idx[start : start + self.user_tile]
+            mask = self._mask(users, mask_rows(exclude, start, start + len(users)))
+            tile_items, tile_scores = topk_over_score_tiles(
+                lambda lo, hi, users=users: self.scores(users, lo, hi), self.num_items, k, mask, self.item_tile
+            )
+            items.append(tile_items)
+            scores.append(tile_scores)
+        return torch.cat(items), torch.cat(scores)
+
+    def _mask(self, users: Tensor, exclude: CSR | None) -> CSR | None:
+        """The caller's mask, joined with the users' own train items when mask_input is set."""
+        if not self.mask_input:
+            return exclude
+        inputs = select_rows(self._inputs, users)
+        own = CSR(inputs.crow_indices().cpu(), inputs.col_indices().cpu())
+        if exclude is None:
+            return own
+        joined = torch.cat([torch.stack(_rows_and_cols(own)), torch.stack(_rows_and_cols(exclude))], dim=1)
+        order = torch.argsort(joined[0], stable=True)
+        offsets = torch.zeros(len(users) + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(joined[0], minlength=len(users)), 0, out=offsets[1:])
+        return CSR(offsets, joined[1][order])
+
+    def _check_fitted(self) -> None:
+        if self._inputs is None or self._encoder is None or self._decoder_t is None or self.num_items is None:
+            raise NotFittedError("SANSA.recommend() called before fit()")
+
+
+def _rows_and_cols(mask: CSR) -> tuple[Tensor, Tensor]:
+    offsets = torch.as_tensor(mask.offsets, dtype=torch.int64)
+    rows = torch.repeat_interleave(torch.arange(len(offsets) - 1), offsets.diff())
+    return rows, torch.as_tensor(mask.indices, dtype=torch.int64)
+
+
+def _scipy_to_torch(matrix, device: torch.device) -> Tensor:
+    """A scipy CSR as a torch CSR on `device` (int64 indices, float32 values)."""
+    matrix.sort_indices()
+    shape = matrix.shape
+    return SparseMatrix(
+        matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data.astype(np.float32), shape
+    ).to_torch(device)
