@@ -158,6 +158,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "peak_memory_mb": runinfo.peak_rss_mb(),
         "split": split.describe(),
     }
+    if trainer is not None and not trainer.is_global_zero:
+        return result  # under DDP every rank ranks and evaluates identically; one writes the outputs
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         logger.log_metrics({f"test/{name}": value for name, value in metrics.items()})

@@ -14,13 +14,28 @@ import torch
 from yambda_dl.data.split import Protocol, make_split
 from yambda_dl.eval.recommend import recommend_all, seen_items
 from yambda_dl.models.base import Recommender
+from yambda_dl.models.bpr import BPR
+from yambda_dl.models.ials import IALS
+from yambda_dl.models.itemknn import ItemKNN
 from yambda_dl.models.popularity import DecayPop, MostPop, Random
+from yambda_dl.models.sansa import SANSA
+from yambda_dl.models.sasrec.module import build_sasrec
+
+from ..conftest import optional_model_param
 
 # name -> (factory, raw item id expected first for every user, or None when the model is random)
 MODELS: dict[str, tuple[Callable[[], Recommender], int | None]] = {
     "random": (lambda: Random(seed=7), None),
     "mostpop": (MostPop, 10),
     "decaypop": (lambda: DecayPop(hours=1.0), 50),
+    # personalised: no one item is first for everyone, so None checks that the first items differ between users
+    "itemknn": (lambda: ItemKNN(hours=1.0, item_tile=2), None),
+    "itemknn_pruned": (lambda: ItemKNN(hours=1.0, neighbors=2), None),
+    "sansa": (lambda: SANSA(item_tile=2), None),
+    "ials": (lambda: IALS(factors=8, iterations=5), None),
+    "ials_cholesky": (lambda: IALS(factors=8, iterations=5, solver="cholesky"), None),
+    "bpr": (lambda: BPR(factors=8, iterations=20, learning_rate=0.1, batch_size=64), 10),  # 10: everyone played it
+    "sasrec": (lambda: build_sasrec(d_model=16, num_layers=1, ffn_dim=32, max_len=8, batch_size=4, epochs=10), None),
 }
 
 
@@ -41,19 +56,29 @@ def split(tmp_path_factory):
     return make_split(layout, Protocol(), cache_dir=root / "cache", progress=False)
 
 
-@pytest.fixture(params=sorted(MODELS))
+@pytest.fixture(params=[optional_model_param(name) for name in sorted(MODELS)])
 def name(request) -> str:
     return request.param
+
+
+_FITTED: dict[str, Recommender] = {}
+
+
+@pytest.fixture
+def fitted(split, name) -> Recommender:
+    """The model fitted once per test module (fits are the slow part); test_deterministic fits its own."""
+    if name not in _FITTED:
+        _FITTED[name] = MODELS[name][0]().fit(split)
+    return _FITTED[name]
 
 
 def test_satisfies_the_protocol(name):
     assert isinstance(MODELS[name][0](), Recommender)
 
 
-def test_top_k_shape_order_and_range(split, name):
-    factory, _ = MODELS[name]
+def test_top_k_shape_order_and_range(split, fitted):
     k = 4
-    items, scores = recommend_all(factory().fit(split), split.num_users, k, batch_users=3)
+    items, scores = recommend_all(fitted, split.num_users, k, batch_users=3)
     assert items.shape == scores.shape == (split.num_users, k)
     assert items.dtype == torch.int64 and scores.dtype == torch.float32
     assert ((items >= 0) & (items < split.num_items)).all()
@@ -62,34 +87,31 @@ def test_top_k_shape_order_and_range(split, name):
     assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
 
 
-def test_known_answer(split, name):
-    factory, expected_first = MODELS[name]
-    items, _ = recommend_all(factory().fit(split), split.num_users, 1)
+def test_known_answer(split, name, fitted):
+    expected_first = MODELS[name][1]
+    items, _ = recommend_all(fitted, split.num_users, 1)
     firsts = set(split.items[items[:, 0].numpy()].tolist())
-    if expected_first is None:  # a random model: its first items are spread over the catalogue, not one item
+    if expected_first is None:  # random or personalised: first items differ between users, not one for all
         assert len(firsts) > 1
     else:
         assert firsts == {expected_first}
 
 
-def test_deterministic(split, name):
-    factory, _ = MODELS[name]
-    first = recommend_all(factory().fit(split), split.num_users, 3)
-    second = recommend_all(factory().fit(split), split.num_users, 3, batch_users=2)
+def test_deterministic(split, name, fitted):
+    first = recommend_all(fitted, split.num_users, 3)
+    second = recommend_all(MODELS[name][0]().fit(split), split.num_users, 3, batch_users=2)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 
-def test_seen_items_are_masked_when_asked(split, name):
-    factory, _ = MODELS[name]
+def test_seen_items_are_masked_when_asked(split, fitted):
     seen = seen_items(split)
-    items, _ = recommend_all(factory().fit(split), split.num_users, 1, exclude=seen)
+    items, _ = recommend_all(fitted, split.num_users, 1, exclude=seen)
     for user, row in enumerate(items.tolist()):
         user_seen = set(seen.indices[seen.offsets[user] : seen.offsets[user + 1]].tolist())
         assert row[0] not in user_seen
 
 
-def test_raw_ids_at_the_edges(split, name):
-    factory, _ = MODELS[name]
-    items, _ = recommend_all(factory().fit(split), split.num_users, 2)
+def test_raw_ids_at_the_edges(split, fitted):
+    items, _ = recommend_all(fitted, split.num_users, 2)
     raw = split.items[items.numpy()]
     assert set(np.unique(raw)) <= {10, 20, 30, 40, 50}

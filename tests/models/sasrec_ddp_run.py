@@ -1,0 +1,57 @@
+"""Trains SASRec with 2 CPU processes (DDP, gloo) on a split folder and records, per rank, the users of every batch
+and the metrics of scoring all users. Run by test_sasrec_ddp.py as a script: Lightning re-launches it per rank.
+
+usage: python sasrec_ddp_run.py SPLIT_FOLDER OUT_FOLDER
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning
+import numpy as np
+from lightning.pytorch.strategies import DDPStrategy
+
+from yambda_dl.data.split import load_split
+from yambda_dl.eval.evaluator import evaluate
+from yambda_dl.eval.recommend import recommend_all
+from yambda_dl.models.sasrec.module import build_sasrec
+
+KEYS = {"d_model": 16, "num_layers": 1, "ffn_dim": 32, "max_len": 8, "batch_size": 16, "epochs": 2, "num_workers": 2}
+
+
+class BatchUsers(lightning.Callback):
+    """The user_idx of every training batch this rank sees, per epoch."""
+
+    def __init__(self) -> None:
+        self.users: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.users.setdefault(trainer.current_epoch, []).extend(batch["user_idx"].tolist())
+
+
+def main(split_folder: Path, out: Path) -> None:
+    split = load_split(split_folder)
+    users = BatchUsers()
+    trainer = lightning.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(process_group_backend="gloo"),
+        max_epochs=KEYS["epochs"],
+        logger=False,
+        default_root_dir=out,
+        callbacks=[users],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = build_sasrec(**KEYS).fit(split, trainer)
+    items, _ = recommend_all(model, split.num_users, 5, batch_users=7)
+    metrics = evaluate(items, split.targets, split.num_items, [1, 5])
+    record = {"users": users.users, "metrics": metrics, "item_vectors_sum": float(np.abs(model.item_vectors()).sum())}
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
