@@ -125,3 +125,13 @@ def test_multirun_computes_the_split_once_and_reports(popularity_layout, tmp_pat
     assert report.returncode == 0, report.stderr
     assert "| random |" in report.stdout and "| mostpop |" in report.stdout and "| decaypop |" in report.stdout
     assert "NDCG@10" in report.stdout
+
+
+def test_filter_seen_option_masks_each_users_train_items(popularity_layout, tmp_path):
+    out = tmp_path / "run"
+    overrides = ["model=mostpop", "eval.filter_seen=true", "save_recommendations=true"]
+    metrics = train(compose_cfg([*overrides, *hand_overrides(popularity_layout, out)], out))
+    assert metrics["filter_seen"] is True
+    recs = {r["uid"]: r["item_ids"] for r in pq.read_table(out / "recommendations.parquet").to_pylist()}
+    # user 1 played 10, 20, 30, 40: only 50 is left; user 6 played 10 and 50: 20, 30, 40 remain, by popularity
+    assert recs[1] == [50] and recs[6] == [20, 30, 40]

@@ -6,11 +6,17 @@ Vector models are ranked by eval/retrieval (exact, tiled); others by their own r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
+from yambda_dl.data import views
 from yambda_dl.eval.retrieval import CSR, topk
 from yambda_dl.models.base import VectorRecommender
+
+if TYPE_CHECKING:
+    from yambda_dl.data.split import Split
 
 
 def recommend_all(
@@ -57,18 +63,10 @@ def csr_rows(csr: CSR, start: int, stop: int) -> CSR:
     return CSR(offsets=offsets - offsets[0], indices=csr.indices[int(offsets[0]) : int(offsets[-1])])
 
 
-def seen_items(split, num_users: int | None = None) -> CSR:
+def seen_items(split: Split) -> CSR:
     """Each ranked user's distinct train items as a CSR (for the optional seen-item mask).
 
-    Memory: 8 bytes per distinct (user, item) pair, plus one batch.
+    The binary user x item matrix's pattern: 12 bytes per distinct (user, item) pair once widened to int64.
     """
-    num_items = split.num_items
-    keys = []
-    for batch in split.iter_train(columns=("user_idx", "item_idx")):
-        keys.append(np.unique(batch["user_idx"] * num_items + batch["item_idx"]))  # batches hold whole users
-    pairs = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
-    users = pairs // num_items
-    num_users = split.num_users if num_users is None else num_users
-    offsets = np.zeros(num_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=num_users), out=offsets[1:])
-    return CSR(offsets=torch.from_numpy(offsets), indices=torch.from_numpy(pairs % num_items))
+    matrix = views.user_item_matrix(split, "binary")
+    return CSR(offsets=torch.from_numpy(matrix.indptr), indices=torch.from_numpy(matrix.indices.astype(np.int64)))
