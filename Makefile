@@ -44,7 +44,7 @@ demo: setup  ## generate the small synthetic dataset, run every model, print the
 		hydra.run.dir=outputs/demo/sasrec logger=none
 	$(VENV)/bin/yambda-report outputs/demo
 
-test: setup  ## run the test suite (about 10 minutes on 2 cores)
+test: setup  ## run the test suite (about 2 minutes on 2 cores)
 	WANDB_MODE=offline $(PY) -m pytest -q
 
 test-fast: setup  ## the suite without the tests marked slow
