@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -135,3 +136,23 @@ def test_filter_seen_option_masks_each_users_train_items(popularity_layout, tmp_
     recs = {r["uid"]: r["item_ids"] for r in pq.read_table(out / "recommendations.parquet").to_pylist()}
     # user 1 played 10, 20, 30, 40: only 50 is left; user 6 played 10 and 50: 20, 30, 40 remain, by popularity
     assert recs[1] == [50] and recs[6] == [20, 30, 40]
+
+
+def test_tune_mode_evaluates_the_validation_day_while_training(tmp_path):
+    from yambda_dl.data.layout import DatasetLayout
+
+    from .conftest import listen, write_flat
+
+    layout = DatasetLayout(tmp_path / "yambda", "hand")
+    rows = [listen(u, 1_000_000 + 5 * i, 10 * (i + 1)) for u in range(1, 7) for i in range(u % 4 + 2)]
+    rows += [listen(u, 25_830_000, 10 * (u % 5 + 1)) for u in range(1, 7)]  # inside the validation day
+    write_flat(layout, "listens", rows)
+    out = tmp_path / "run"
+    overrides = ["model=ials", "model.iterations=3", "protocol.mode=tune", "logger=csv"]
+    result = train(compose_cfg([*overrides, *hand_overrides(layout, out)], out))
+    assert result["mode"] == "tune"
+    with open(out / "csv" / "version_0" / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("val/ndcg@5")]
+    # RankingEvaluation logs once per sweep (epochs 0, 1, 2); the run's final metrics come last, without an epoch
+    assert [row["epoch"] for row in rows] == ["0", "1", "2", ""]
+    assert float(rows[-1]["val/ndcg@5"]) == pytest.approx(result["metrics"]["ndcg@5"])

@@ -162,7 +162,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return result  # under DDP every rank ranks and evaluates identically; one writes the outputs
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_metrics({f"test/{name}": value for name, value in metrics.items()})
+        day = "test" if protocol.mode == "final" else "val"  # tune mode evaluates the validation day
+        logger.log_metrics({f"{day}/{name}": value for name, value in metrics.items()})
         logger.finalize("success")
     if cfg.save_recommendations:
         write_recommendations(split, items, scores, out / "recommendations.parquet")
