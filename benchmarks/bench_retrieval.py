@@ -47,6 +47,7 @@ def _run_case(case: str, args: argparse.Namespace, items: int) -> dict:
             backend=backend,
             user_tile=args.user_tile,
             item_tile=args.item_tile,
+            device=args.device if backend == "torch" else None,
         )
     elif case == "faiss_flat_all_items":
         index = faiss.IndexFlatIP(args.dim)
@@ -65,7 +66,7 @@ def _child(case: str, args: argparse.Namespace, items: int) -> dict | None:
         return None
     command = [sys.executable, __file__, "--case", case, "--users", str(args.users), "--items", str(items)]
     command += ["--dim", str(args.dim), "--k", str(args.k)]
-    command += ["--user-tile", str(args.user_tile), "--item-tile", str(args.item_tile)]
+    command += ["--user-tile", str(args.user_tile), "--item-tile", str(args.item_tile), "--device", args.device]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -82,7 +83,7 @@ def _report(args: argparse.Namespace) -> None:
     """Run every case at every item count and print a table with the ratios against faiss on all items."""
     print(f"machine: {_machine()}")
     print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
-    print(f"users={args.users:,} dim={args.dim} k={args.k} tiles={args.user_tile} x {args.item_tile}")
+    print(f"users={args.users:,} dim={args.dim} k={args.k} tiles={args.user_tile} x {args.item_tile} on {args.device}")
     print("| items | case | seconds | x faiss_flat time | peak RSS MB | inputs RSS MB |")
     print("|---|---|---|---|---|---|")
     for items in args.items:
@@ -109,6 +110,7 @@ def main() -> None:
     # 1024 x 262,144 float32 scores = 1 GiB per tile: the library default (4096 users) is sized for a GPU
     parser.add_argument("--user-tile", type=int, default=1024)
     parser.add_argument("--item-tile", type=int, default=262_144)
+    parser.add_argument("--device", default="cpu", help="where the tiled torch case computes (cuda on a GPU)")
     parser.add_argument("--case", choices=CASES, help="internal: run one case in this process and print JSON")
     args = parser.parse_args()
     if args.case:

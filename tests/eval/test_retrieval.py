@@ -138,3 +138,22 @@ def test_bad_inputs_are_rejected(kwargs, message):
 def test_dimension_mismatch_is_rejected():
     with pytest.raises(ValueError, match="user_vectors have d=3 but item_vectors have d=4"):
         topk(torch.ones((2, 3)), torch.ones((5, 4)), 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_equals_cpu_on_ties_with_masking(backend: str):
+    users, items = _tie_heavy(5)
+    mask = _csr(_mask(len(users), len(items), 5))
+    cpu = topk(torch.from_numpy(users), torch.from_numpy(items), 20, exclude=mask, backend=backend, item_tile=64)
+    gpu = topk(
+        torch.from_numpy(users).cuda(),
+        torch.from_numpy(items).cuda(),
+        20,
+        exclude=mask,
+        backend=backend,
+        item_tile=64,
+        device="cuda",
+    )
+    assert torch.equal(cpu[1], gpu[1].cpu()) and torch.equal(cpu[0], gpu[0].cpu())
