@@ -167,7 +167,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.finalize("success")
     if cfg.save_recommendations:
         write_recommendations(split, items, scores, out / "recommendations.parquet")
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    runinfo.write_text(OmegaConf.to_yaml(cfg, resolve=True), out / "config.yaml")
     runinfo.write_json(
         {
             "data_fingerprint": split.meta["source"]["fingerprint"],

@@ -81,8 +81,13 @@ def command_line() -> str:
     return " ".join(sys.argv)
 
 
-def write_json(data: dict[str, Any], path: Path | str) -> Path:
-    """Write JSON atomically (a killed run never leaves half a file)."""
+def write_text(text: str, path: Path | str) -> Path:
+    """Write a text file atomically (a killed run never leaves half a file)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(text)
     return Path(path)
+
+
+def write_json(data: dict[str, Any], path: Path | str) -> Path:
+    """Write JSON atomically."""
+    return write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", path)
