@@ -133,11 +133,16 @@ class SANSA:
         return gram
 
     def fit(self, split: Split, trainer: object | None = None) -> SANSA:
-        from sansa import SANSA as Reference  # the optional extra, imported only when SANSA is fitted
-        from sansa import ICFGramianFactorizerConfig, SANSAConfig, UMRUnitLowerTriangleInverterConfig
-
         counts = views.user_item_matrix(split, "count")
-        self.gram = self.check_gram_fits(counts)
+        self.gram = self.check_gram_fits(counts)  # refuse before importing or fitting anything heavy
+        try:  # the optional extra, imported only when SANSA is fitted (it also configures logging on import)
+            from sansa import SANSA as Reference
+            from sansa import ICFGramianFactorizerConfig, SANSAConfig, UMRUnitLowerTriangleInverterConfig
+        except ImportError as err:
+            raise ImportError(
+                "model=sansa needs the optional `sansa` extra: run `make setup-sansa` (SuiteSparse from apt, then "
+                'scikit-sparse 0.4.16 and sansa), or pip install -e ".[sansa]" after installing libsuitesparse-dev'
+            ) from err
         config = SANSAConfig(
             l2=self.l2,
             weight_matrix_density=self.weight_density,
