@@ -21,7 +21,7 @@ from yambda_dl.data import views
 from yambda_dl.data.views import SparseMatrix
 from yambda_dl.eval.retrieval import CSR, topk_over_score_tiles
 from yambda_dl.models.base import NotFittedError, check_k
-from yambda_dl.models.itemknn import csr_rows, mask_rows, select_rows
+from yambda_dl.models.itemknn import csr_rows, mask_rows, select_rows, sparse_matmul
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
@@ -165,9 +165,9 @@ class SANSA:
         """Dense scores (n, stop - start) of the users for items start..stop-1 (all by default): X_u W^T W_r."""
         self._check_fitted()
         stop = self.num_items if stop is None else stop
-        latent = select_rows(self._inputs, torch.as_tensor(user_idx, dtype=torch.int64)) @ self._encoder
+        latent = sparse_matmul(select_rows(self._inputs, torch.as_tensor(user_idx, dtype=torch.int64)), self._encoder)
         latent_t = latent.to_sparse_coo().transpose(0, 1).coalesce().to_sparse_csr()  # items x n
-        return (csr_rows(self._decoder_t, start, stop) @ latent_t).to_dense().T
+        return sparse_matmul(csr_rows(self._decoder_t, start, stop), latent_t).to_dense().T
 
     def recommend(self, user_idx: Tensor, k: int, exclude: CSR | None = None) -> tuple[Tensor, Tensor]:
         """Top-k train items per user, exact over all items (zeros included) in user and item tiles."""
