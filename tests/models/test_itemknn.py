@@ -9,7 +9,7 @@ import torch
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
 from yambda_dl.eval.recommend import recommend_all, seen_items
-from yambda_dl.models.itemknn import ItemKNN, decayed_profiles
+from yambda_dl.models.itemknn import ItemKNN, decayed_profiles, top_per_csr_row, top_per_row
 
 from ..conftest import TEST_START, cuda_devices, listen, write_flat
 
@@ -160,3 +160,34 @@ def test_pruned_with_every_neighbour_ranks_as_the_exact_model(split):
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ItemKNN(**kwargs)
+
+
+def test_top_per_row_selections_agree_with_a_lexsort():
+    """The CPU partition and the device sort keep the same entries: n largest per row, ties to the lower column."""
+    rng = np.random.default_rng(0)
+    num_rows, num_cols, n = 60, 40, 5
+    dense = rng.integers(0, 4, size=(num_rows, num_cols)).astype(np.float64)  # many ties, rows of every length
+    dense[rng.random(dense.shape) < 0.5] = 0
+    rows, cols = np.nonzero(dense)
+    shuffle = rng.permutation(len(rows))  # the CPU path takes rows with unsorted columns
+    order = np.lexsort((shuffle, rows))
+    rows, cols = rows[order], cols[order]
+    values = dense[rows, cols]
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=num_rows))]
+
+    expected = set()
+    for r in range(num_rows):
+        in_row = np.flatnonzero(dense[r])
+        expected |= {(r, c) for c in in_row[np.lexsort((in_row, -dense[r, in_row]))][:n]}
+
+    cpu = top_per_csr_row(indptr, cols, values, n)
+    assert set(zip(rows[cpu].tolist(), cols[cpu].tolist(), strict=True)) == expected
+    canonical = np.lexsort((cols, rows))  # the device path takes COO sorted by (row, col)
+    r_t, c_t, v_t = (torch.from_numpy(a[canonical]) for a in (rows, cols, values))
+    device = top_per_row(r_t, c_t, v_t, n).numpy()
+    assert set(zip(r_t[device].tolist(), c_t[device].tolist(), strict=True)) == expected
+
+
+def test_a_neighbour_search_that_cannot_fit_is_refused_with_the_numbers(split):
+    with pytest.raises(MemoryError, match=r"neighbour lists \(6 items x 3 neighbours\).*GiB"):
+        ItemKNN(neighbors=3, neighbor_block_nonzeros=1 << 50).fit(split)
