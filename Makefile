@@ -58,8 +58,17 @@ format: setup  ## ruff fix and format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup  ## run the benchmarks at their default sizes (long); figures go to BENCHMARKS.md by hand
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+BENCH_ROOT ?= /tmp/bench50m
+bench: setup  ## every benchmark at its default size, on synthetic 50m under BENCH_ROOT (hours); record in BENCHMARKS.md
+	$(VENV)/bin/yambda-data synth --preset 50m --root $(BENCH_ROOT)
+	$(PY) benchmarks/bench_synth.py --preset 50m
+	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_retrieval.py
+	$(PY) benchmarks/bench_convert.py
+	$(PY) benchmarks/bench_split.py --root $(BENCH_ROOT) --size 50m
+	$(PY) benchmarks/bench_ials_bpr.py --root $(BENCH_ROOT) --size 50m
+	$(PY) benchmarks/bench_sasrec.py --root $(BENCH_ROOT) --size 50m
+	$(PY) benchmarks/bench_itemknn_sansa.py --root $(BENCH_ROOT) --size 50m
 
 clean:  ## remove caches and outputs (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun lightning_logs wandb

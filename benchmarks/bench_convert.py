@@ -11,13 +11,7 @@ with one batch.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import resource
-import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _common import command_line, machine, peak_rss_mb, run_child
 
 MEAN_LISTENS_PER_USER = 4650  # SPEC.md section 8
 GENERATION_CHUNK_USERS = 256  # about 1.2M rows per generated chunk: bounded memory while writing the input
@@ -93,38 +88,17 @@ def run_task(task: str, src: Path, dst: Path, batch_rows: int) -> None:
             table = table.explode([c for c in table.columns if c != "uid"])
         table.write_parquet(dst, compression="zstd")
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    print(json.dumps({"task": task, "seconds": seconds, "peak_mb": peak_mb}))
+    print(json.dumps({"task": task, "seconds": seconds, "peak_mb": peak_rss_mb()}))
 
 
 def in_child(task: str, src: Path, dst: Path, batch_rows: int) -> dict:
     """Run one task in a fresh interpreter so that its peak RSS is its own."""
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        task,
-        "--src",
-        str(src),
-        "--dst",
-        str(dst),
-        "--batch-rows",
-        str(batch_rows),
-    ]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    versions = f"Python {sys.version.split()[0]}, pyarrow {pa.__version__}"
-    return f"{os.cpu_count()} cores, {ram_gb:.1f} GiB RAM, {versions}"
+    return run_child(__file__, ["--child", task, "--src", str(src), "--dst", str(dst), "--batch-rows", str(batch_rows)])
 
 
 def report(rows: int, users: int, results: dict[str, dict], input_mb: float) -> None:
-    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}")
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"machine: {machine('pyarrow', 'polars')}")
+    print(f"command: {command_line()}")
     print(f"input: {rows:,} listens, {users:,} users, {input_mb:.0f} MB flat parquet")
     print(f"{'task':<22}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}")
     for task, r in results.items():

@@ -15,16 +15,12 @@ A modest iteration count (10 by default) keeps the run to a few minutes on 2 cor
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _common import DEFAULT_ROOT, command_line, ensure_dataset, machine, peak_rss_mb, run_child
 
 CASES = ("implicit_als", "ials", "ials_cholesky", "implicit_bpr", "bpr")
 PEERS = {"ials": "implicit_als", "ials_cholesky": "implicit_als", "bpr": "implicit_bpr"}
@@ -149,31 +145,16 @@ def _run_case(case: str, args: argparse.Namespace) -> dict:
         "iterations": len(seconds),
         "rank_s": rank_seconds,
         **{f"ndcg@{k}": metrics[f"ndcg@{k}"] for k in KS},
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
 def _child(case: str, args: argparse.Namespace) -> dict:
-    """Run one case in a fresh interpreter and parse its last line (JSON)."""
-    command = [sys.executable, __file__, "--case", case, "--root", args.root, "--size", args.size]
-    command += ["--iterations", str(args.iterations), "--factors", str(args.factors)]
-    command += ["--regularization", str(args.regularization), "--learning-rate", str(args.learning_rate)]
-    command += ["--accelerator", args.accelerator, "--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"case {case} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _machine() -> str:
-    """Cores, RAM, platform and date, printed with every result."""
-    import torch
-
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    now = datetime.datetime.now().isoformat(timespec="seconds")
-    system = f"{platform.platform()}, python {platform.python_version()}, torch {torch.__version__}"
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return f"{os.cpu_count()} cores, {ram_gb:.1f} GiB RAM, load average {load}, {system}, {now}"
+    """Run one case in a fresh interpreter."""
+    arguments = ["--case", case, "--root", args.root, "--size", args.size, "--iterations", str(args.iterations)]
+    arguments += ["--factors", str(args.factors), "--regularization", str(args.regularization)]
+    arguments += ["--learning-rate", str(args.learning_rate), "--accelerator", args.accelerator]
+    return run_child(__file__, [*arguments, "--threads", str(args.threads)])
 
 
 def _ratio(value: float, reference: float | None) -> str:
@@ -182,8 +163,9 @@ def _ratio(value: float, reference: float | None) -> str:
 
 def _report(args: argparse.Namespace) -> None:
     """Run every case and print one table; ratios are against the implicit peer measured in this same run."""
-    print(f"machine: {_machine()}")
-    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
+    ensure_dataset(args.root, args.size)
+    print(f"machine: {machine('torch', 'implicit')}")
+    print(f"command: {command_line()}")
     print(
         f"data: {args.root} ({args.size}), Listen+, final; factors={args.factors} iterations={args.iterations} "
         f"regularization={args.regularization} bpr learning_rate={args.learning_rate}; ours on {args.accelerator}; "
@@ -207,7 +189,7 @@ def _report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="/tmp/bench50m")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="generated there when missing")
     parser.add_argument("--size", default="50m")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--factors", type=int, default=64)

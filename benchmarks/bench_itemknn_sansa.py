@@ -11,17 +11,12 @@ that cannot fit, reports the refusal with the numbers instead of a fit. Splits c
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
+from _common import DEFAULT_ROOT, command_line, ensure_dataset, machine, run_child
 
 K = 100  # every model returns its top 100 per ranked user (SPEC.md section 4)
 
@@ -37,7 +32,7 @@ def build_model(name: str, hours: float, neighbors: int):
     return SANSA()
 
 
-def run_child(root: str, size: str, setup: str, name: str, hours: float, neighbors: int) -> dict:
+def measure_case(root: str, size: str, setup: str, name: str, hours: float, neighbors: int) -> dict:
     """Split (cached), fit, rank every ranked user, evaluate; seconds and peak RSS measured in this process."""
     from yambda_dl.data.layout import DatasetLayout
     from yambda_dl.data.split import Protocol, make_split
@@ -76,15 +71,13 @@ def run_child(root: str, size: str, setup: str, name: str, hours: float, neighbo
 
 
 def run_case(args: argparse.Namespace, setup: str, name: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", setup, name, "--root", args.root, "--size", args.size]
-    cmd += ["--hours", str(args.hours), "--neighbors", str(args.neighbors)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    arguments = ["--child", setup, name, "--root", args.root, "--size", args.size, "--hours", str(args.hours)]
+    return run_child(__file__, [*arguments, "--neighbors", str(args.neighbors)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True)
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="a synthetic preset is generated there when missing")
     parser.add_argument("--size", default="50m")
     parser.add_argument("--setups", nargs="+", default=["listen_plus", "like"])
     parser.add_argument("--models", nargs="+", default=["itemknn", "itemknn_pruned", "sansa"])
@@ -93,15 +86,13 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("SETUP", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_child(args.root, args.size, *args.child, args.hours, args.neighbors)))
+        print(json.dumps(measure_case(args.root, args.size, *args.child, args.hours, args.neighbors)))
         return
 
-    print(f"# bench_itemknn_sansa  {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(
-        f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM; {args.size} at {args.root}; hours={args.hours}"
-    )
+    ensure_dataset(args.root, args.size)
+    print(f"# machine: {machine('torch', 'scipy')}")
+    print(f"# command: {command_line()}")
+    print(f"# data: {args.size} at {args.root}; hours={args.hours}, neighbors={args.neighbors}")
     header = f"{'setup':12} {'model':15} {'users':>6} {'items':>8} {'nnz':>11} {'fit s':>7} {'score s':>8} "
     print(header + f"{'peak GiB':>8} {'NDCG@10':>8} {'NDCG@100':>8}")
     results = {}

@@ -6,15 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import resource
-import sys
 import time
 
 import numpy as np
 import torch
+from _common import command_line, machine, peak_rss_mb
 
 from yambda_dl.eval.metrics import ranking_metrics
 
@@ -47,13 +43,6 @@ def _per_user_reference(recs: np.ndarray, offsets: np.ndarray, targets: np.ndarr
     return out
 
 
-def _machine() -> str:
-    """Cores, RAM, platform and date, printed with every result."""
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    now = datetime.datetime.now().isoformat(timespec="seconds")
-    return f"{os.cpu_count()} cores, {ram_gb:.1f} GiB RAM, {platform.platform()}, {now}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50_000)
@@ -61,8 +50,8 @@ def main() -> None:
     parser.add_argument("--targets-per-user", type=int, default=34)
     parser.add_argument("--items", type=int, default=2_000)
     args = parser.parse_args()
-    print(f"machine: {_machine()}")
-    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
+    print(f"machine: {machine('torch', 'numpy')}")
+    print(f"command: {command_line()}")
     recs, offsets, targets = _data(args.users, args.k, args.targets_per_user, args.items)
     print(f"users={args.users:,} recs/user={args.k} targets={len(targets):,} items={args.items:,} ks={KS}")
 
@@ -82,7 +71,7 @@ def main() -> None:
     print(f"ranking_metrics (all 15 metrics): {vectorized:.3f} s")
     print(f"per-user numpy loop (ndcg only):  {looped:.3f} s")
     print(f"speed-up: {looped / vectorized:.1f}x; ndcg@10={ours['ndcg@10']:.4f} ndcg@100={ours['ndcg@100']:.4f}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

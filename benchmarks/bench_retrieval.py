@@ -7,14 +7,10 @@ plain full matmul + topk. Each case runs in its own child process so its peak RS
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import resource
-import subprocess
-import sys
 import time
+
+from _common import command_line, machine, peak_rss_mb, run_child
 
 CASES = ("tiled_torch", "tiled_faiss", "faiss_flat_all_items", "full_matmul_topk")
 FULL_MATMUL_MAX_ELEMENTS = 2_000_000_000  # users x items scores above 8 GB would not fit next to the others
@@ -36,7 +32,7 @@ def _run_case(case: str, args: argparse.Namespace, items: int) -> dict:
     from yambda_dl.eval.retrieval import topk
 
     user_vectors, item_vectors = _vectors(args.users, items, args.dim)
-    inputs_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    inputs_rss_mb = peak_rss_mb()
     start = time.perf_counter()
     if case in ("tiled_torch", "tiled_faiss"):
         backend = case.removeprefix("tiled_")
@@ -56,33 +52,22 @@ def _run_case(case: str, args: argparse.Namespace, items: int) -> dict:
     else:
         torch.topk(user_vectors @ item_vectors.T, args.k, dim=1)
     seconds = time.perf_counter() - start
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": seconds, "peak_rss_mb": peak_rss / 1024, "inputs_rss_mb": inputs_rss / 1024}
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "inputs_rss_mb": inputs_rss_mb}
 
 
 def _child(case: str, args: argparse.Namespace, items: int) -> dict | None:
-    """Run one case in a fresh interpreter and parse its one JSON line; None where the case is skipped."""
+    """Run one case in a fresh interpreter; None where the case is skipped."""
     if case == "full_matmul_topk" and args.users * items > FULL_MATMUL_MAX_ELEMENTS:
         return None
-    command = [sys.executable, __file__, "--case", case, "--users", str(args.users), "--items", str(items)]
-    command += ["--dim", str(args.dim), "--k", str(args.k)]
-    command += ["--user-tile", str(args.user_tile), "--item-tile", str(args.item_tile), "--device", args.device]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _machine() -> str:
-    """Cores, RAM, platform and date, printed with every result."""
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    now = datetime.datetime.now().isoformat(timespec="seconds")
-    system = f"{platform.platform()}, python {platform.python_version()}"
-    return f"{os.cpu_count()} cores, {ram_gb:.1f} GiB RAM, {system}, {now}"
+    arguments = ["--case", case, "--users", str(args.users), "--items", str(items), "--dim", str(args.dim)]
+    arguments += ["--k", str(args.k), "--user-tile", str(args.user_tile), "--item-tile", str(args.item_tile)]
+    return run_child(__file__, [*arguments, "--device", args.device])
 
 
 def _report(args: argparse.Namespace) -> None:
     """Run every case at every item count and print a table with the ratios against faiss on all items."""
-    print(f"machine: {_machine()}")
-    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
+    print(f"machine: {machine('torch', 'faiss')}")
+    print(f"command: {command_line()}")
     print(f"users={args.users:,} dim={args.dim} k={args.k} tiles={args.user_tile} x {args.item_tile} on {args.device}")
     print("| items | case | seconds | x faiss_flat time | peak RSS MB | inputs RSS MB |")
     print("|---|---|---|---|---|---|")

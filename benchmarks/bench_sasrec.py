@@ -15,15 +15,13 @@ and quality is NDCG@10 (test day) after those same epochs, for both models.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import DEFAULT_ROOT, command_line, ensure_dataset, machine, peak_rss_mb, run_child
 
 CASES = ("ours:bce", "ours:sampled_softmax", "rectools:bce", "rectools:sampled_softmax")
 RECTOOLS_LOSS = {"bce": "BCE", "sampled_softmax": "sampled_softmax"}
@@ -190,34 +188,26 @@ def _run_case(case: str, args: argparse.Namespace) -> dict:
         "total_s": total,
         "ndcg@10": metrics["ndcg@10"],
         "paper_ndcg@10": metrics["paper_ndcg@10"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
 def _child(case: str, args: argparse.Namespace) -> dict:
-    """Run one case in a fresh interpreter and parse its last JSON line."""
-    command = [sys.executable, __file__, "--case", case, "--root", args.root, "--size", args.size]
-    command += ["--epochs", str(args.epochs), "--warmup", str(args.warmup), "--accelerator", args.accelerator]
-    command += ["--precision", args.precision]
-    command += ["--negatives", str(args.negatives), "--peer-negatives", str(args.peer_negatives)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _machine() -> str:
-    """Cores, RAM, platform and date, printed with every result."""
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    now = datetime.datetime.now().isoformat(timespec="seconds")
-    system = f"{platform.platform()}, python {platform.python_version()}"
-    return f"{os.cpu_count()} cores, {ram_gb:.1f} GiB RAM, {system}, {now}"
+    """Run one case in a fresh interpreter; a failed case (RecTools missing, out of memory) is reported, not fatal."""
+    arguments = ["--case", case, "--root", args.root, "--size", args.size, "--epochs", str(args.epochs)]
+    arguments += ["--warmup", str(args.warmup), "--accelerator", args.accelerator, "--precision", args.precision]
+    arguments += ["--negatives", str(args.negatives), "--peer-negatives", str(args.peer_negatives)]
+    try:
+        return run_child(__file__, arguments)
+    except RuntimeError as failure:
+        return {"error": str(failure).strip().splitlines()[-1]}
 
 
 def _report(args: argparse.Namespace) -> None:
     """Every case, then each loss's throughput ratio ours / RecTools measured in this same run."""
-    print(f"machine: {_machine()}")
-    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
+    ensure_dataset(args.root, args.size)
+    print(f"machine: {machine('torch', 'lightning')}")
+    print(f"command: {command_line()}")
     split = _split(args)
     print(f"data: {split}")
     print(
@@ -247,7 +237,7 @@ def _report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="/tmp/bench50m")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="generated there when missing")
     parser.add_argument("--size", default="50m")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the throughput")

@@ -12,10 +12,7 @@ The smaller inputs are prefixes of the whole listens file (first 1/4, 1/2 of row
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _common import command_line, machine
 
 from yambda_dl.data import io
 from yambda_dl.data import schema as S
@@ -140,11 +138,6 @@ def measure(root: Path, size: str, batch_rows: int) -> dict:
 # --- report -------------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {ram:.1f} GiB RAM"
-
-
 def inputs(args: argparse.Namespace) -> list[tuple[str, int]]:
     """(dataset name, rows) of each input size, writing the whole file and its prefixes when needed."""
     whole = DatasetLayout(args.root, args.size).event_path("listens")
@@ -201,8 +194,8 @@ def prepare_in_child(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 def report(args: argparse.Namespace, sizes: list[tuple[str, int]]) -> None:
     """One line per (input, batch_rows): speed, peak memory next to the input's decoded size, split counts."""
-    print(f"bench_split: {datetime.datetime.now().isoformat(timespec='seconds')}; {machine()}")
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"machine: {machine('pyarrow')}")
+    print(f"command: {command_line()}")
     row_bytes = flat_row_bytes("listens")
     print(
         f"{'input':>22} {'rows':>12} {'in memory':>10} {'batch_rows':>10} {'seconds':>8} {'peak RSS':>9} "

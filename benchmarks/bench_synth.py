@@ -8,16 +8,15 @@ generate() runs in a child process so that its peak RSS (ru_maxrss of the childr
 from __future__ import annotations
 
 import argparse
-import datetime
 import multiprocessing as mp
-import os
-import platform
 import resource
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import command_line, machine
 
 
 def _run(preset: str, root: str, seed: int) -> None:
@@ -28,11 +27,6 @@ def _run(preset: str, root: str, seed: int) -> None:
 
 def _bytes_on_disk(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.parquet"))
-
-
-def _machine() -> str:
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {ram_gb:.0f} GB RAM"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
 
     print(f"# bench_synth: preset {args.preset}, seed {args.seed}")
-    print(f"command : {' '.join([sys.executable, *sys.argv])}")
-    print(f"date    : {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"machine : {_machine()}")
+    print(f"command : {command_line()}")
+    print(f"machine : {machine('numpy', 'pyarrow')}")
     print(f"wall    : {wall:.1f} s (child process, imports included)")
     print(f"peak RSS: {peak_mb:,.0f} MB")
     print(f"on disk : {_bytes_on_disk(root) / 2**20:,.1f} MB under {root}")
