@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from yambda_dl.data import views
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
 from yambda_dl.eval.recommend import recommend_all, seen_items
-from yambda_dl.models.itemknn import ItemKNN, decayed_profiles, top_per_csr_row, top_per_row
+from yambda_dl.models.itemknn import (
+    ItemKNN,
+    cpu_neighbours,
+    decayed_profiles,
+    device_neighbours,
+    top_per_csr_row,
+    top_per_row,
+)
 
 from ..conftest import TEST_START, cuda_devices, listen, write_flat
 
@@ -191,3 +199,18 @@ def test_top_per_row_selections_agree_with_a_lexsort():
 def test_a_neighbour_search_that_cannot_fit_is_refused_with_the_numbers(split):
     with pytest.raises(MemoryError, match=r"neighbour lists \(6 items x 3 neighbours\).*GiB"):
         ItemKNN(neighbors=3, neighbor_block_nonzeros=1 << 50).fit(split)
+
+
+@pytest.mark.parametrize("n", [1, 2, 6])
+@pytest.mark.parametrize("block_rows", [1, 4])
+def test_device_neighbour_search_equals_the_cpu_one(split, n, block_rows):
+    """The CUDA path's logic (torch products, sort-based top n), run here on the CPU, against the scipy path."""
+    items = views.user_item_matrix(split, "count").transpose()
+    users = items.transpose()
+    norms = np.sqrt(np.add.reduceat(items.values.astype(np.float64) ** 2, items.indptr[:-1]))
+    target_values = users.values / norms[users.indices]
+    blocks = [(lo, min(lo + block_rows, split.num_items)) for lo in range(0, split.num_items, block_rows)]
+    cpu = cpu_neighbours(items, users, target_values, blocks, n, workers=2).T.toarray()
+    device = device_neighbours(items, users, target_values, blocks, n, torch.device("cpu")).to_dense().numpy()
+    np.testing.assert_array_equal(device != 0, cpu != 0)
+    np.testing.assert_allclose(device, cpu, rtol=1e-12)

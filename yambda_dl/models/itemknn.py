@@ -14,6 +14,11 @@ The pruned variant (`neighbors=N`) is classic item-item CF: score(u, i) = sum_j 
 |C_i| = |C_j| cos(j, i), where each source item j keeps only its N best i (by cosine: |C_j| is constant along the
 row, so the order is the same). With every neighbour kept it equals the exact score times |e_u|. Each item counts
 itself among its neighbours, as the exact model does: re-listening is the main signal in music.
+
+Which to use: the exact model's scoring costs users x nonzeros of C (its time grows with the square of the dataset's
+scale); the pruned one pays once for the neighbour search, the sum over users of their distinct items squared, then
+scores in users x profile length x N (both linear in users). On synthetic 50m Listen+ the exact one is the faster
+(BENCHMARKS.md); beyond 500M the pruned one is the only one that finishes in hours.
 """
 
 from __future__ import annotations
@@ -153,6 +158,38 @@ def cpu_neighbours(
     return csr_matrix((values, indices, indptr), shape=(items.shape[0], users.shape[1]))
 
 
+def device_neighbours(
+    items: SparseMatrix,
+    users: SparseMatrix,
+    target_values: np.ndarray,
+    blocks: list[tuple[int, int]],
+    n: int,
+    device: torch.device,
+) -> Tensor:
+    """cpu_neighbours on a torch device (CUDA), returned transposed: M^T (target x source) as a torch CSR.
+
+    One block at a time: torch's sparse product, then the top n per row by sorting (top_per_row), which a GPU does
+    fast. Memory on the device: the kept entries plus about three copies of one block.
+    """
+    sources = torch_csr(items, device)  # raw counts, items x users
+    targets = torch_csr(users, device, target_values)
+    rows, cols, vals = [], [], []
+    for start, stop in blocks:  # a loop over blocks of items, each a vectorized sparse product
+        block = sparse_matmul(csr_rows(sources, start, stop), targets).to_sparse_coo().coalesce()
+        (block_rows, block_cols), block_vals = block.indices(), block.values()
+        keep = top_per_row(block_rows, block_cols, block_vals, n)
+        rows.append(block_rows[keep] + start)
+        cols.append(block_cols[keep])
+        vals.append(block_vals[keep])
+    pairs = torch.sparse_coo_tensor(
+        torch.stack([torch.cat(cols), torch.cat(rows)]),  # transposed: target x source
+        torch.cat(vals),
+        size=(items.shape[0], users.shape[1]),
+        check_invariants=False,  # in range by construction
+    )
+    return pairs.coalesce().to_sparse_csr()
+
+
 def top_per_csr_row(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     """Positions of each CSR row's n largest values, ties to the lower column; columns need not be sorted.
 
@@ -186,8 +223,9 @@ class ItemKNN:
 
     hours: decay 0.9 per `hours` hours back from the user's last train event (0 = only the last timestamp's events;
     the paper tunes it). neighbors: None = the exact model; N = each item keeps its N best neighbours (pruned).
-    user_tile / item_tile bound the scoring memory; neighbor_block_nonzeros bounds the item-item block that the
-    pruned variant's neighbour search holds at once. device: where the sparse products run (cpu, cuda).
+    user_tile / item_tile bound the scoring memory; neighbor_block_nonzeros bounds the item-item products of one
+    block of the pruned variant's neighbour search (on the CPU, one block per torch thread runs at once). device:
+    where the sparse products run (cpu, cuda).
     """
 
     def __init__(
@@ -265,23 +303,7 @@ class ItemKNN:
             # transposed (target x source) so that an item tile of scores is a row slice; scipy transposes in
             # O(entries) (a counting sort), where torch's coalesce would sort them
             return scipy_to_torch(neighbours.T.tocsr())
-        sources = torch_csr(items, self.device)  # raw counts, items x users
-        targets = torch_csr(users, self.device, target_values)
-        rows, cols, vals = [], [], []
-        for start, stop in blocks:  # a loop over blocks of items, each a vectorized sparse product
-            block = sparse_matmul(csr_rows(sources, start, stop), targets).to_sparse_coo().coalesce()
-            (block_rows, block_cols), block_vals = block.indices(), block.values()
-            keep = top_per_row(block_rows, block_cols, block_vals, self.neighbors)
-            rows.append(block_rows[keep] + start)
-            cols.append(block_cols[keep])
-            vals.append(block_vals[keep])
-        pairs = torch.sparse_coo_tensor(
-            torch.stack([torch.cat(cols), torch.cat(rows)]),
-            torch.cat(vals),
-            size=(len(norms), len(norms)),
-            check_invariants=False,  # in range by construction
-        )
-        return pairs.coalesce().to_sparse_csr()
+        return device_neighbours(items, users, target_values, blocks, self.neighbors, self.device)
 
     def scores(self, user_idx: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
         """Dense scores (n, stop - start) of the users for items start..stop-1 (all by default); for tests."""
