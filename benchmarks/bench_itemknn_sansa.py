@@ -6,6 +6,7 @@ that cannot fit, reports the refusal with the numbers instead of a fit. Splits c
 
     .venv/bin/python benchmarks/bench_itemknn_sansa.py --root /tmp/bench50m --size 50m
     .venv/bin/python benchmarks/bench_itemknn_sansa.py --root /tmp/bench50m --size 50m --setups like --neighbors 50
+    python benchmarks/bench_itemknn_sansa.py --setups listen_plus --models itemknn itemknn_pruned --device cuda
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ from _common import DEFAULT_ROOT, command_line, ensure_dataset, machine, run_chi
 K = 100  # every model returns its top 100 per ranked user (SPEC.md section 4)
 
 
-def build_model(name: str, hours: float, neighbors: int):
+def build_model(name: str, hours: float, neighbors: int, device: str):
     from yambda_dl.models.itemknn import ItemKNN
     from yambda_dl.models.sansa import SANSA
 
     if name == "itemknn":
-        return ItemKNN(hours=hours)
+        return ItemKNN(hours=hours, device=device)
     if name == "itemknn_pruned":
-        return ItemKNN(hours=hours, neighbors=neighbors)
+        return ItemKNN(hours=hours, neighbors=neighbors, device=device)
     return SANSA()
 
 
-def measure_case(root: str, size: str, setup: str, name: str, hours: float, neighbors: int) -> dict:
+def measure_case(root: str, size: str, setup: str, name: str, hours: float, neighbors: int, device: str) -> dict:
     """Split (cached), fit, rank every ranked user, evaluate; seconds and peak RSS measured in this process."""
     from yambda_dl.data.layout import DatasetLayout
     from yambda_dl.data.split import Protocol, make_split
@@ -49,7 +50,7 @@ def measure_case(root: str, size: str, setup: str, name: str, hours: float, neig
         gram = estimate_gram_nonzeros(counts)
         result |= {"gram_nonzeros_est": gram.nonzeros, "gram_upper_bound": gram.upper_bound}
     del counts
-    model = build_model(name, hours, neighbors)
+    model = build_model(name, hours, neighbors, device)
     start = time.perf_counter()
     try:
         model.fit(split)
@@ -72,7 +73,7 @@ def measure_case(root: str, size: str, setup: str, name: str, hours: float, neig
 
 def run_case(args: argparse.Namespace, setup: str, name: str) -> dict:
     arguments = ["--child", setup, name, "--root", args.root, "--size", args.size, "--hours", str(args.hours)]
-    return run_child(__file__, [*arguments, "--neighbors", str(args.neighbors)])
+    return run_child(__file__, [*arguments, "--neighbors", str(args.neighbors), "--device", args.device])
 
 
 def main() -> None:
@@ -83,16 +84,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["itemknn", "itemknn_pruned", "sansa"])
     parser.add_argument("--hours", type=float, default=1.0, help="ItemKNN decay horizon (paper: tuned)")
     parser.add_argument("--neighbors", type=int, default=100, help="pruned ItemKNN: neighbours kept per item")
+    parser.add_argument("--device", default="cpu", help="where ItemKNN's sparse products run (cuda on a GPU)")
     parser.add_argument("--child", nargs=2, metavar=("SETUP", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure_case(args.root, args.size, *args.child, args.hours, args.neighbors)))
+        print(json.dumps(measure_case(args.root, args.size, *args.child, args.hours, args.neighbors, args.device)))
         return
 
     ensure_dataset(args.root, args.size)
     print(f"# machine: {machine('torch', 'scipy')}")
     print(f"# command: {command_line()}")
-    print(f"# data: {args.size} at {args.root}; hours={args.hours}, neighbors={args.neighbors}")
+    print(f"# data: {args.size} at {args.root}; hours={args.hours}, neighbors={args.neighbors}, device={args.device}")
     header = f"{'setup':12} {'model':15} {'users':>6} {'items':>8} {'nnz':>11} {'fit s':>7} {'score s':>8} "
     print(header + f"{'peak GiB':>8} {'NDCG@10':>8} {'NDCG@100':>8}")
     results = {}
@@ -119,10 +121,13 @@ def main() -> None:
         if name == "itemknn_pruned" and exact and "ndcg@10" in r and "ndcg@10" in exact:
             print(
                 f"# {setup} pruned ({args.neighbors} neighbours) / exact: "
-                f"NDCG@10 {r['ndcg@10'] / exact['ndcg@10']:.3f}, "
-                f"NDCG@100 {r['ndcg@100'] / exact['ndcg@100']:.3f}, fit+score time "
-                f"{(r['fit_s'] + r['score_s']) / (exact['fit_s'] + exact['score_s']):.2f}x"
+                f"NDCG@10 {ratio(r['ndcg@10'], exact['ndcg@10'])}, NDCG@100 {ratio(r['ndcg@100'], exact['ndcg@100'])}, "
+                f"fit+score time {ratio(r['fit_s'] + r['score_s'], exact['fit_s'] + exact['score_s'])}x"
             )
+
+
+def ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.3f}" if reference else "- (reference 0)"
 
 
 if __name__ == "__main__":

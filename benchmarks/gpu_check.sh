@@ -4,7 +4,8 @@
 #   2. the synthetic 50m preset (written once to $DATA);
 #   3. SASRec tokens/s and peak GPU memory, paper's BCE and sampled softmax, bf16 (benchmarks/bench_sasrec.py);
 #   4. iALS and BPR seconds per iteration on the GPU beside implicit's CPU classes (benchmarks/bench_ials_bpr.py);
-#   5. exact top-100 retrieval on the GPU (benchmarks/bench_retrieval.py).
+#   5. exact top-100 retrieval on the GPU (benchmarks/bench_retrieval.py);
+#   6. ItemKNN exact and pruned with its sparse products on the GPU, Listen+ (benchmarks/bench_itemknn_sansa.py).
 # Logs go to $OUT (the device tool's result folder) or ./gpu_results. Run from the repository root with the
 # project importable (pip install -e ., or PYTHONPATH=.), plus hydra-core, omegaconf, psutil, scipy, faiss and
 # implicit where the machine lacks them: e.g. carried as wheels (see the device tool's README).
@@ -22,3 +23,5 @@ $PY benchmarks/bench_sasrec.py --root "$DATA" --size 50m --epochs 1 --accelerato
   | tee "$OUT/sasrec.log"
 $PY benchmarks/bench_ials_bpr.py --root "$DATA" --size 50m --accelerator gpu 2>&1 | tee "$OUT/ials_bpr.log"
 $PY benchmarks/bench_retrieval.py --user-tile 8192 --device cuda 2>&1 | tee "$OUT/retrieval.log"
+$PY benchmarks/bench_itemknn_sansa.py --root "$DATA" --size 50m --setups listen_plus --models itemknn itemknn_pruned \
+  --device cuda 2>&1 | tee "$OUT/itemknn.log"
