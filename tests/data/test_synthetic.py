@@ -4,6 +4,7 @@ marker, and (on `small`) the statistics of SPEC.md section 8 and the structure m
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from yambda_dl.data import io
 from yambda_dl.data import schema as S
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.stats import compute_stats
-from yambda_dl.data.synthetic import MARKER_FILE, PRESETS, SynthConfig, generate
+from yambda_dl.data.synthetic import MARKER_FILE, PRESETS, VERSION, SynthConfig, generate
 
 TEST_START = 25_913_600
 TRAIN_END = TEST_START - 1_800
@@ -151,6 +152,18 @@ def test_regenerating_the_same_dataset_is_a_no_op(tiny: DatasetLayout) -> None:
     assert listens.stat().st_mtime_ns == before
     assert summary.rows["listens"] == pq.ParquetFile(listens).metadata.num_rows
     assert summary.users == PRESETS["tiny"].n_users
+
+
+def test_a_dataset_from_an_older_generator_is_regenerated(tmp_path: Path) -> None:
+    generate("tiny", tmp_path, progress=False)
+    marker = tmp_path / MARKER_FILE
+    held = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**held, "version": VERSION - 1}))
+    listens = DatasetLayout(tmp_path, "tiny").event_path("listens")
+    listens.write_bytes(b"stale")  # what the old generator left: replaced, not read
+    generate("tiny", tmp_path, progress=False)
+    assert json.loads(marker.read_text())["version"] == VERSION
+    assert pq.ParquetFile(listens).metadata.num_rows == held["summary"]["rows"]["listens"]
 
 
 def test_refuses_a_root_with_files_it_did_not_write(tmp_path: Path) -> None:

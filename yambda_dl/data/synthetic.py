@@ -31,7 +31,7 @@ from yambda_dl.data import schema as S
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.utils.progress import Progress
 
-VERSION = 1
+VERSION = 2  # 2: weekly charts of HITS_PER_WEEK short-lived hits, flatter artist popularity (SPEC.md section 8)
 MARKER_FILE = "SYNTHETIC.json"
 COMPRESSION = "zstd"  # pyarrow writes zstd at level 1 by default: fast, and still 3-5x smaller than raw
 ONE_ROW_GROUP = 1 << 30  # one Parquet row group per user batch, whatever its size
@@ -60,15 +60,15 @@ FAVOURITE = 0.45  # organic listens that re-listen a favourite track
 EXPLORE = 0.025  # organic listens of a uniform item of the user's genres: the long tail heard once
 POPULAR_NOW = 0.6  # recommended listens taking what is popular this week (the rest stay on the run's artist)
 TRENDING = 0.5  # share of the popular-now picks that follow weekly trends rather than all-time popularity
-HITS = 0.005  # share of the catalogue that trends: a handful of hits a week
-HIT_PARETO = 2.0  # sizes of hits: a few big ones a week, none reaching every user
+HITS_PER_WEEK = 30  # items that trend, peaking in each week: a chart's worth, whatever the catalogue's size
+HIT_PARETO = 5.0  # sizes of hits: a few lead each week's chart, none reaching every user (top reach ~0.6)
 SYNCED = 0.06  # listens logged in the same second as the one before (offline plays synced in a burst)
 LAST_DAY_BOOST = 1.3  # the test day is a busier day than most: ~34 Listen+ per active user in SPEC
-TREND_WEEKS = 0.6  # geometric parameter of |peak week - this week|: trends rise and fall over ~2 weeks
+TREND_WEEKS = 0.9  # geometric parameter of |peak week - this week|: a hit lives about a week, then fades
 DRIFT = 0.7  # favourites rotate through 70% of the user's list over their history: recency matters
 GENRE_PRIMARY = 0.75
-ARTIST_PARETO = 1.05
-WITHIN_ARTIST_ZIPF = 1.6
+ARTIST_PARETO = 1.25  # artists' popularity: the top 1% of items carry about half the listens
+WITHIN_ARTIST_ZIPF = 2.8  # an artist's plays go mostly to its first tracks: a third of the items heard once
 ITEMS_PER_ARTIST = 7.0
 ITEMS_PER_ALBUM = 3.0
 SECOND_ALBUM = 0.1  # items also on a compilation: about 1.1 albums per item
@@ -182,7 +182,9 @@ def generate(
 
 
 def _check_root(root: Path, identity: dict, overwrite: bool) -> SynthSummary | None:
-    """The finished summary if this very dataset is already there; raise if the root holds another one."""
+    """The finished summary if this very dataset is already there; raise if the root holds another one.
+
+    The same dataset (name, config, seed) made by an older generator VERSION is regenerated in place."""
     marker = root / MARKER_FILE
     if not marker.is_file():
         found = [p for p in (root / S.EMBEDDINGS_FILE, root / "flat", root / "sequential") if p.exists()]
@@ -194,6 +196,8 @@ def _check_root(root: Path, identity: dict, overwrite: bool) -> SynthSummary | N
         return None
     held = json.loads(marker.read_text())
     differs = [k for k in identity if held.get(k) != identity[k]]
+    if differs == ["version"] and held.get("version", 0) < identity["version"]:
+        overwrite = True  # the same dataset from an older generator: regenerated, never mixed with the new one
     if held.get("name") != identity["name"] or (differs and not overwrite):
         raise ValueError(
             f"{root} holds synthetic dataset {_describe(held)}; refusing to write {_describe(identity)} "
@@ -281,7 +285,7 @@ def _build_catalogue(cfg: SynthConfig, rng: np.random.Generator) -> _Catalogue:
     genre_of_artist = np.repeat(np.arange(len(genre_artist_start) - 1), np.diff(genre_artist_start))
     genre_weight = np.bincount(genre_of_artist, artist_weight)
     # a few items are hits: each peaks in one week, for everyone, with a Pareto-distributed size of hit
-    hits = np.flatnonzero(rng.random(cfg.n_items) < HITS)
+    hits = np.sort(rng.choice(cfg.n_items, size=min(cfg.n_items, HITS_PER_WEEK * TREND_GROUPS), replace=False))
     hit_week = rng.integers(0, TREND_GROUPS, len(hits))
     by_week = np.argsort(hit_week, kind="stable")
     return _Catalogue(
