@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
+from yambda_dl.report import MODEL_ORDER, collect, markdown_table
 from yambda_dl.train import CONFIG_DIR, train
 
 from .conftest import optional_model_param
@@ -101,6 +102,51 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "yambda_dl.train", *args], cwd=cwd, capture_output=True, text=True, timeout=600
     )
+
+
+def test_a_model_that_refuses_stops_the_run_unless_a_sweep_records_it(popularity_layout, tmp_path):
+    # a pruned ItemKNN whose neighbour-search block cannot fit anywhere: its up-front memory check refuses
+    refusing = ["model=itemknn", "model.neighbors=2", f"model.neighbor_block_nonzeros={1 << 50}"]
+    out = tmp_path / "stopped"
+    with pytest.raises(MemoryError, match="neighbour lists"):
+        train(compose_cfg([*refusing, *hand_overrides(popularity_layout, out)], out))
+    assert not (out / "metrics.json").exists()
+
+    out = tmp_path / "recorded"
+    result = train(compose_cfg([*refusing, "continue_on_refusal=true", *hand_overrides(popularity_layout, out)], out))
+    recorded = json.loads((out / "metrics.json").read_text())
+    assert recorded == json.loads(json.dumps(result))
+    assert recorded["metrics"] is None and "neighbour lists" in recorded["refused"] and "GiB" in recorded["refused"]
+    assert json.loads((out / "manifest.json").read_text())["data_fingerprint"]
+    report = markdown_table(collect([out]))
+    assert "| itemknn | refused (below) | | | | | |" in report and "itemknn refused: ItemKNN's neighbour" in report
+
+
+def compose_sweep(override: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[override], return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "experiment=paper_baselines",
+        "experiment=popularity_baselines",
+        "hparams_search=decaypop_hours",
+        "hparams_search=itemknn_hours",
+    ],
+)
+def test_the_documented_sweeps_compose_as_written(override):
+    cfg = compose_sweep(override)  # as README.md gives them: no "+" needed
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
+
+
+def test_paper_baselines_experiment_sweeps_every_paper_model():
+    cfg = compose_sweep("experiment=paper_baselines")
+    swept = cfg.hydra.sweeper.params.model.split(",")
+    assert sorted(swept) == sorted(MODEL_ORDER) and set(swept) <= set(MODELS)  # the paper's eight, all configured
+    assert cfg.continue_on_refusal is True and cfg.protocol.mode == "final"
 
 
 def test_unknown_model_lists_the_choices(tmp_path):

@@ -45,14 +45,20 @@ def _cells(values: dict[str, float] | None) -> list[str]:
 
 
 def markdown_table(runs: list[dict[str, Any]]) -> str:
-    """One table per (data, setup, mode); a `paper` row under each of ours where the paper has figures."""
+    """One table per (data, setup, mode); a `paper` row under each of ours where the paper has figures.
+
+    A run that a model refused (metrics.json's `refused`, written under continue_on_refusal) shows as `refused`,
+    its reason under the table."""
     if not runs:
         return "no metrics.json found"
     lines: list[str] = []
+    notes: list[str] = []
     group = None
     for run in sorted(runs, key=_sort_key):
         this = (run["data"], run["setup"], run["mode"])
         if this != group:
+            lines += notes
+            notes = []
             group = this
             lines += [
                 "",
@@ -61,12 +67,16 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
                 "| model | " + " | ".join(HEADERS) + " |",
                 "|---" * (len(HEADERS) + 1) + "|",
             ]
-        lines.append(f"| {run['model']} | " + " | ".join(_cells(run["metrics"])) + " |")
+        if run.get("refused"):
+            lines.append(f"| {run['model']} | refused (below) |" + " |" * (len(HEADERS) - 1))
+            notes.append(f"\n{run['model']} refused: {run['refused']}")
+        else:
+            lines.append(f"| {run['model']} | " + " | ".join(_cells(run["metrics"])) + " |")
         if run["size"] in RELEASE_SIZES and run["mode"] == "final":
             paper = paper_result(run["size"], run["setup"], run["model"])
             if paper is not None:
                 lines.append("| ↳ paper | " + " | ".join(_cells(paper)) + " |")
-    return "\n".join(lines).strip() + "\n"
+    return "\n".join(lines + notes).strip() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

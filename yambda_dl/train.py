@@ -124,35 +124,49 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg.model)
     logger = build_logger(cfg)
     trainer = build_trainer(cfg, logger, split, model) if isinstance(model, lightning.LightningModule) else None
-    t = time.perf_counter()
-    model.fit(split, trainer=trainer)
-    timings["fit_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    exclude = seen_items(split) if cfg.eval.filter_seen else None
-    items, scores = recommend_all(
-        model,
-        split.num_users,
-        ks[-1],
-        exclude=exclude,
-        batch_users=cfg.eval.batch_users,
-        backend=cfg.eval.backend,
-        user_tile=cfg.eval.user_tile,
-        item_tile=cfg.eval.item_tile,
-    )
-    timings["recommend_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    metrics = evaluate(items, split.targets, split.num_items, ks)
-    timings["evaluate_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - started
-
-    result = {
+    summary = {
         "model": cfg.model.name,
         "data": cfg.data.name,
         "size": cfg.data.size,
         "setup": protocol.setup,
         "mode": protocol.mode,
         "filter_seen": bool(cfg.eval.filter_seen),
+    }
+    try:
+        t = time.perf_counter()
+        model.fit(split, trainer=trainer)
+        timings["fit_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        exclude = seen_items(split) if cfg.eval.filter_seen else None
+        items, scores = recommend_all(
+            model,
+            split.num_users,
+            ks[-1],
+            exclude=exclude,
+            batch_users=cfg.eval.batch_users,
+            backend=cfg.eval.backend,
+            user_tile=cfg.eval.user_tile,
+            item_tile=cfg.eval.item_tile,
+        )
+        timings["recommend_s"] = time.perf_counter() - t
+    except MemoryError as refusal:  # a model's up-front memory check (or a real allocation failure)
+        if not cfg.continue_on_refusal:
+            raise
+        if logger is not None:
+            logger.finalize("failed")
+        timings["total_s"] = time.perf_counter() - started
+        print(f"\n{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode}) refused: {refusal}")
+        result = summary | {"metrics": None, "refused": str(refusal), "timings": timings}
+        result |= {"peak_memory_mb": runinfo.peak_rss_mb(), "split": split.describe()}
+        if trainer is not None and not trainer.is_global_zero:
+            return result
+        return write_run(cfg, split, result)
+    t = time.perf_counter()
+    metrics = evaluate(items, split.targets, split.num_items, ks)
+    timings["evaluate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+
+    result = summary | {
         "metrics": metrics,
         "timings": timings,
         "peak_memory_mb": runinfo.peak_rss_mb(),
@@ -167,6 +181,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.finalize("success")
     if cfg.save_recommendations:
         write_recommendations(split, items, scores, out / "recommendations.parquet")
+    write_run(cfg, split, result)
+    print(f"\n{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode}); outputs in {out}")
+    print(format_metrics_table(metrics, ks))
+    return result
+
+
+def write_run(cfg: DictConfig, split: Split, result: dict[str, Any]) -> dict[str, Any]:
+    """config.yaml, manifest.json (fingerprint, seeds, versions, machine), then metrics.json, which marks the end."""
+    out = Path(cfg.paths.output_dir)
     runinfo.write_text(OmegaConf.to_yaml(cfg, resolve=True), out / "config.yaml")
     runinfo.write_json(
         {
@@ -182,8 +205,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         out / "manifest.json",
     )
     runinfo.write_json(result, out / "metrics.json")  # last: its presence marks a finished run
-    print(f"\n{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode}); outputs in {out}")
-    print(format_metrics_table(metrics, ks))
     return result
 
 
