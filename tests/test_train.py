@@ -122,6 +122,17 @@ def test_a_model_that_refuses_stops_the_run_unless_a_sweep_records_it(popularity
     assert "| itemknn | refused (below) | | | | | |" in report and "itemknn refused: ItemKNN's neighbour" in report
 
 
+@pytest.mark.slow
+def test_a_sweep_goes_on_after_a_refusal(popularity_layout, tmp_path):
+    overrides = [o for o in hand_overrides(popularity_layout, tmp_path) if not o.startswith("hydra.run")]
+    sweep = ["-m", "model=itemknn", "model.neighbors=2", f"model.neighbor_block_nonzeros={1 << 50},1024"]
+    result = run_cli([*sweep, "continue_on_refusal=true", f"hydra.sweep.dir={tmp_path}/sweep", *overrides], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("metrics.json"))]
+    assert [run["metrics"] is None for run in runs] == [True, False]  # job 0 refused, job 1 ran
+    assert "neighbour lists" in runs[0]["refused"]
+
+
 def compose_sweep(override: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
