@@ -13,10 +13,11 @@ import lightning
 import torch
 
 from yambda_dl.data import views
+from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.factors import (
     DeviceCSR,
-    FactorModel,
     frozen_parameter,
+    recommend_by_vectors,
     seeded_uniform,
     single_device_trainer,
     steps_loader,
@@ -24,12 +25,13 @@ from yambda_dl.models.factors import (
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
+    from yambda_dl.eval.retrieval import CSR
 
 # "popularity": the item of a uniformly drawn nonzero (implicit's sampler); "uniform": any train item alike
 NEGATIVE_SAMPLERS = ("popularity", "uniform")
 
 
-class BPR(FactorModel):
+class BPR(lightning.LightningModule):
     """Bayesian Personalised Ranking on the binary user x item matrix; ranked through user/item vectors.
 
     With item_bias, the item vectors carry the bias as a last column and the user vectors a column of ones.
@@ -62,6 +64,8 @@ class BPR(FactorModel):
         self.regularization, self.batch_size, self.negatives = regularization, batch_size, negatives
         self.verify_negatives, self.item_bias, self.seed = verify_negatives, item_bias, seed
         self.automatic_optimization = False  # implicit's SGD rule, applied in place: no autograd graph
+        self.user_factors: torch.nn.Parameter | None = None
+        self.item_factors: torch.nn.Parameter | None = None
         self.item_biases: torch.nn.Parameter | None = None
         self._matrix: views.SparseMatrix | None = None
         self._device_matrix: DeviceCSR | None = None
@@ -127,13 +131,28 @@ class BPR(FactorModel):
     def configure_optimizers(self) -> None:
         return None  # the SGD step is written out in _sgd_update
 
-    def _user_columns(self, vectors: torch.Tensor) -> torch.Tensor:
-        """A column of ones that meets the item bias."""
-        return torch.cat([vectors, vectors.new_ones(len(vectors), 1)], dim=1) if self.item_bias else vectors
+    def recommend(
+        self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items by inner product of the factors (train.py ranks through the vectors directly)."""
+        return recommend_by_vectors(self, user_idx, k, exclude)
 
-    def _item_columns(self, vectors: torch.Tensor) -> torch.Tensor:
-        """The item bias as the last column."""
-        return torch.cat([vectors, self.item_biases.detach()[:, None]], dim=1) if self.item_bias else vectors
+    def user_vectors(self, user_idx: torch.Tensor) -> torch.Tensor:
+        """(n, factors [+ 1]) user factors, with a column of ones that meets the item bias."""
+        if self.user_factors is None:
+            raise NotFittedError("BPR.user_vectors() called before fit()")
+        vectors = self.user_factors.detach()[user_idx.to(self.user_factors.device)]
+        if not self.item_bias:
+            return vectors
+        return torch.cat([vectors, vectors.new_ones(len(vectors), 1)], dim=1)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(num_items, factors [+ 1]) item factors, with the item bias as the last column."""
+        if self.item_factors is None:
+            raise NotFittedError("BPR.item_vectors() called before fit()")
+        if not self.item_bias:
+            return self.item_factors.detach()
+        return torch.cat([self.item_factors.detach(), self.item_biases.detach()[:, None]], dim=1)
 
 
 def pair_keys(matrix: views.SparseMatrix, device: torch.device) -> torch.Tensor:

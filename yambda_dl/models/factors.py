@@ -1,6 +1,6 @@
 """What the matrix-factorisation models (iALS, BPR) share: the user x item matrix on the module's device (memory
 checked there, host or CUDA), batches of its rows that bound memory, a loader of training steps, the one-device
-Trainer check, and ranking through eval/retrieval (FactorModel).
+Trainer check, and ranking through eval/retrieval.
 
 Both models sample or sweep on the device themselves, so the loader only counts steps: no data crosses the host.
 """
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from yambda_dl.data.views import SparseMatrix, check_memory
 from yambda_dl.eval.retrieval import CSR, topk
-from yambda_dl.models.base import NotFittedError, VectorRecommender
+from yambda_dl.models.base import VectorRecommender
 
 # indptr, indices (int64: what torch's index kernels take) and float32 values on the device
 DEVICE_BYTES_PER_NONZERO = 12
@@ -164,42 +164,3 @@ def recommend_by_vectors(
     """The Recommender contract for a vector model: (item_idx (n, k), scores (n, k)) on the CPU, via eval/retrieval."""
     scores, items = topk(model.user_vectors(torch.as_tensor(user_idx)), model.item_vectors(), k, exclude=exclude)
     return items.cpu(), scores.cpu()
-
-
-class FactorModel(lightning.LightningModule):
-    """The scoring half that iALS and BPR share: users and items ranked by the inner product of their factors.
-
-    A subclass sets user_factors and item_factors (frozen parameters) in fit(), and may append columns to either
-    side (BPR: the item bias, met by a column of ones) through _user_columns / _item_columns.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.user_factors: torch.nn.Parameter | None = None
-        self.item_factors: torch.nn.Parameter | None = None
-
-    def recommend(
-        self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k items by inner product of the factors (train.py ranks through the vectors directly)."""
-        return recommend_by_vectors(self, user_idx, k, exclude)
-
-    def user_vectors(self, user_idx: torch.Tensor) -> torch.Tensor:
-        """(n, d) vectors of the dense users `user_idx`."""
-        factors = self._fitted(self.user_factors, "user_vectors")
-        return self._user_columns(factors[user_idx.to(factors.device)])
-
-    def item_vectors(self) -> torch.Tensor:
-        """(num_items, d) item vectors."""
-        return self._item_columns(self._fitted(self.item_factors, "item_vectors"))
-
-    def _user_columns(self, vectors: torch.Tensor) -> torch.Tensor:
-        return vectors
-
-    def _item_columns(self, vectors: torch.Tensor) -> torch.Tensor:
-        return vectors
-
-    def _fitted(self, factors: torch.nn.Parameter | None, method: str) -> torch.Tensor:
-        if factors is None:
-            raise NotFittedError(f"{type(self).__name__}.{method}() called before fit()")
-        return factors.detach()

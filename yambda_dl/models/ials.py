@@ -20,12 +20,12 @@ from yambda_dl.data import views
 from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.factors import (
     DeviceCSR,
-    FactorModel,
     frozen_parameter,
     gather_rows,
     length_order,
     length_sorted_batches,
     padded_rows,
+    recommend_by_vectors,
     seeded_uniform,
     single_device_trainer,
     steps_loader,
@@ -33,6 +33,7 @@ from yambda_dl.models.factors import (
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
+    from yambda_dl.eval.retrieval import CSR
 
 SOLVERS = ("cg", "cholesky")
 # a row whose squared residual is below this has converged: CG stops moving it (implicit's threshold)
@@ -54,7 +55,7 @@ class _Side:
         return cls(DeviceCSR.from_matrix(matrix, device), order, batches)
 
 
-class IALS(FactorModel):
+class IALS(lightning.LightningModule):
     """Implicit-feedback ALS on the binary or count user x item matrix; ranked through user/item vectors.
 
     Keys as implicit names them: factors, iterations (sweeps), regularization (lambda), alpha; plus solver
@@ -96,6 +97,8 @@ class IALS(FactorModel):
         self.solver, self.cg_steps, self.values, self.init_scale, self.seed = solver, cg_steps, values, init_scale, seed
         self.batch_rows, self.batch_nonzeros, self.log_objective = batch_rows, batch_nonzeros, log_objective
         self.automatic_optimization = False  # a sweep is a closed-form update, not a gradient step
+        self.user_factors: torch.nn.Parameter | None = None
+        self.item_factors: torch.nn.Parameter | None = None
         self.objectives: list[float] = []  # the weighted objective after each sweep (when log_objective)
         self._confidence: views.SparseMatrix | None = None
         self._sides: tuple[_Side, _Side] | None = None
@@ -179,6 +182,26 @@ class IALS(FactorModel):
             scores = torch.bmm(block, x.index_select(0, batch.rows).unsqueeze(2)).squeeze(2)  # (r, length)
             total += (batch.values * (1.0 - scores).square() - scores.square()).double().sum()  # padding adds 0
         return float(total)
+
+    # --- scoring ----------------------------------------------------------------------------------------------
+
+    def recommend(
+        self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items by inner product of the factors (train.py ranks through the vectors directly)."""
+        return recommend_by_vectors(self, user_idx, k, exclude)
+
+    def user_vectors(self, user_idx: torch.Tensor) -> torch.Tensor:
+        """(n, factors) user factors of the dense users `user_idx`."""
+        if self.user_factors is None:
+            raise NotFittedError("IALS.user_vectors() called before fit()")
+        return self.user_factors.detach()[user_idx.to(self.user_factors.device)]
+
+    def item_vectors(self) -> torch.Tensor:
+        """(num_items, factors) item factors."""
+        if self.item_factors is None:
+            raise NotFittedError("IALS.item_vectors() called before fit()")
+        return self.item_factors.detach()
 
 
 def conjugate_gradient(
