@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -131,6 +132,23 @@ def test_a_sweep_goes_on_after_a_refusal(popularity_layout, tmp_path):
     runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("metrics.json"))]
     assert [run["metrics"] is None for run in runs] == [True, False]  # job 0 refused, job 1 ran
     assert "neighbour lists" in runs[0]["refused"]
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_file_runs_as_a_sweep(popularity_layout, tmp_path, experiment):
+    overrides = [o for o in hand_overrides(popularity_layout, tmp_path) if not o.startswith("hydra.run")]
+    swept = compose_sweep(f"experiment={experiment}").hydra.sweeper.params.model.split(",")
+    if importlib.util.find_spec("sansa") is None:  # the optional extra (make setup-sansa)
+        swept = [model for model in swept if model != "sansa"]
+    sweep = [f"experiment={experiment}", f"hydra.sweeper.params.model='{','.join(swept)}'"]  # quoted: one value
+    result = run_cli([*sweep, f"hydra.sweep.dir={tmp_path}/sweep", *overrides], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("metrics.json")]
+    assert sorted(run["model"] for run in runs) == sorted(swept)
 
 
 def compose_sweep(override: str):
