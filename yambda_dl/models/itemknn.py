@@ -17,9 +17,9 @@ itself among its neighbours, as the exact model does: re-listening is the main s
 
 Which to use: the exact model's scoring costs users x nonzeros of C (its time grows with the square of the dataset's
 scale); the pruned one pays once for the neighbour search, the sum over users of their distinct items squared, then
-scores in users x profile length x N (both linear in users). On synthetic 50m Listen+ the exact one is 2x faster
-with 0.4% more NDCG@10; extrapolated to 500M on the same 2 cores, ~5 hours exact against ~1 hour pruned
-(BENCHMARKS.md).
+scores in users x profile length x N (both linear in users). On synthetic 50m Listen+ the exact one takes 1-2x
+less time and scores 0.4-2% more NDCG@10 than N = 100; extrapolated to 500M on the same 2 cores, ~5 hours exact
+against ~1 hour pruned (BENCHMARKS.md).
 """
 
 from __future__ import annotations
