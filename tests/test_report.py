@@ -52,3 +52,36 @@ def test_missing_folder_is_a_clear_error(tmp_path, capsys):
 
 def test_no_runs(tmp_path):
     assert markdown_table(collect([tmp_path])) == "no metrics.json found"
+
+
+def write_configured_run(folder, model, metrics, seed=42, **settings):
+    """A run folder as yambda-train leaves it: metrics.json beside the resolved config.yaml."""
+    write_run(folder, model)
+    run = json.loads((folder / "metrics.json").read_text()) | {"metrics": metrics}
+    (folder / "metrics.json").write_text(json.dumps(run))
+    config = {"seed": seed, "model": {"name": model, "seed": seed, **settings}, "eval": {"filter_seen": False}}
+    (folder / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+
+
+def test_runs_that_differ_only_by_seed_are_averaged(tmp_path):
+    for seed, ndcg in ((0, 0.1), (1, 0.2), (2, 0.6)):
+        write_configured_run(tmp_path / f"s{seed}", "ials", METRICS | {"paper_ndcg@10": ndcg}, seed=seed, factors=64)
+    rows = [line for line in markdown_table(collect([tmp_path])).splitlines() if line.startswith("| ials")]
+    assert rows == ["| ials (mean of 3 runs) | 0.3000 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |"]
+
+
+def test_a_sweeps_runs_are_labelled_by_the_settings_that_differ(tmp_path):
+    write_configured_run(tmp_path / "a", "decaypop", METRICS, hours=6.0, base=0.9)
+    write_configured_run(tmp_path / "b", "decaypop", METRICS | {"paper_ndcg@10": 0.5}, hours=1.0, base=0.9)
+    rows = [line for line in markdown_table(collect([tmp_path])).splitlines() if line.startswith("| decaypop")]
+    assert rows == [
+        "| decaypop hours=1.0 | 0.5000 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
+        "| decaypop hours=6.0 | 0.0200 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
+    ]
+
+
+def test_runs_without_their_config_are_never_averaged(tmp_path):
+    write_run(tmp_path / "x", "mostpop")
+    write_run(tmp_path / "y", "mostpop")
+    rows = [line.split(" |")[0] for line in markdown_table(collect([tmp_path])).splitlines() if "mostpop" in line]
+    assert rows == ["| mostpop (x)", "| mostpop (y)"]
