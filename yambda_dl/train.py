@@ -132,6 +132,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "mode": protocol.mode,
         "filter_seen": bool(cfg.eval.filter_seen),
     }
+    metrics, refusal = None, None
     try:
         t = time.perf_counter()
         model.fit(split, trainer=trainer)
@@ -149,25 +150,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             item_tile=cfg.eval.item_tile,
         )
         timings["recommend_s"] = time.perf_counter() - t
-    except MemoryError as refusal:  # a model's up-front memory check (or a real allocation failure)
+    except MemoryError as error:  # a model's up-front memory check, with its numbers (or a real allocation failure)
         if not cfg.continue_on_refusal:
             raise
-        if logger is not None:
-            logger.finalize("failed")
-        timings["total_s"] = time.perf_counter() - started
-        print(f"\n{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode}) refused: {refusal}")
-        result = summary | {"metrics": None, "refused": str(refusal), "timings": timings}
-        result |= {"peak_memory_mb": runinfo.peak_rss_mb(), "split": split.describe()}
-        if trainer is not None and not trainer.is_global_zero:
-            return result
-        return write_run(cfg, split, result)
-    t = time.perf_counter()
-    metrics = evaluate(items, split.targets, split.num_items, ks)
-    timings["evaluate_s"] = time.perf_counter() - t
+        refusal = str(error)
+    if refusal is None:
+        t = time.perf_counter()
+        metrics = evaluate(items, split.targets, split.num_items, ks)
+        timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
     result = summary | {
         "metrics": metrics,
+        **({"refused": refusal} if refusal is not None else {}),
         "timings": timings,
         "peak_memory_mb": runinfo.peak_rss_mb(),
         "split": split.describe(),
@@ -175,15 +170,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer is not None and not trainer.is_global_zero:
         return result  # under DDP every rank ranks and evaluates identically; one writes the outputs
     if logger is not None:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        day = "test" if protocol.mode == "final" else "val"  # tune mode evaluates the validation day
-        logger.log_metrics({f"{day}/{name}": value for name, value in metrics.items()})
-        logger.finalize("success")
-    if cfg.save_recommendations:
+        if metrics is not None:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            day = "test" if protocol.mode == "final" else "val"  # tune mode evaluates the validation day
+            logger.log_metrics({f"{day}/{name}": value for name, value in metrics.items()})
+        logger.finalize("success" if metrics is not None else "failed")
+    if cfg.save_recommendations and metrics is not None:
         write_recommendations(split, items, scores, out / "recommendations.parquet")
     write_run(cfg, split, result)
-    print(f"\n{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode}); outputs in {out}")
-    print(format_metrics_table(metrics, ks))
+    title = f"{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode})"
+    if metrics is None:
+        print(f"\n{title} refused: {refusal}\noutputs in {out}")
+    else:
+        print(f"\n{title}; outputs in {out}")
+        print(format_metrics_table(metrics, ks))
     return result
 
 
