@@ -16,6 +16,7 @@ import pytest
 from yambda_dl.data import io
 from yambda_dl.data import schema as S
 from yambda_dl.data.layout import DatasetLayout
+from yambda_dl.data.split import default_cache_dir
 from yambda_dl.data.stats import compute_stats
 from yambda_dl.data.synthetic import MARKER_FILE, PRESETS, VERSION, SynthConfig, generate
 
@@ -161,7 +162,9 @@ def test_a_dataset_from_an_older_generator_is_regenerated(tmp_path: Path) -> Non
     marker.write_text(json.dumps({**held, "version": VERSION - 1}))
     listens = DatasetLayout(tmp_path, "tiny").event_path("listens")
     listens.write_bytes(b"stale")  # what the old generator left: replaced, not read
+    (default_cache_dir(tmp_path) / "0123456789abcdef").mkdir(parents=True)  # a split of the old files
     generate("tiny", tmp_path, progress=False)
+    assert not default_cache_dir(tmp_path).exists()
     assert json.loads(marker.read_text())["version"] == VERSION
     assert pq.ParquetFile(listens).metadata.num_rows == held["summary"]["rows"]["listens"]
 

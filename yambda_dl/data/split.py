@@ -30,6 +30,13 @@ MODES = ("final", "tune")
 # Bump when a cache folder's files or their meaning change: old folders then get other keys.
 FORMAT_VERSION = 1
 KEY_CHARS = 16  # 64 bits of sha256: collisions are out of reach for the handful of splits a root holds
+
+
+def default_cache_dir(root: Path) -> Path:
+    """Where a dataset root's splits are cached unless a run names another folder."""
+    return Path(root) / ".cache" / "splits"
+
+
 META_FILE = "meta.json"
 TARGETS_SCHEMA = pa.schema(
     [pa.field("uid", pa.uint32(), nullable=False), pa.field("item_id", pa.uint32(), nullable=False)]
@@ -336,7 +343,7 @@ def make_split(
     source = layout.require([protocol.source_file()], fmt)[0]
     fingerprint = source_fingerprint(source)
     key = split_key(protocol, fingerprint)
-    folder = Path(cache_dir if cache_dir is not None else layout.root / ".cache" / "splits") / key
+    folder = Path(cache_dir if cache_dir is not None else default_cache_dir(layout.root)) / key
     if (folder / META_FILE).is_file():  # complete: reuse without reading the data
         return load_split(folder)
     total = io.open_parquet(source).metadata.num_rows if fmt == "flat" else None  # sequential: rows are users

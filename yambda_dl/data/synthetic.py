@@ -29,6 +29,7 @@ import pyarrow as pa
 from yambda_dl.data import io
 from yambda_dl.data import schema as S
 from yambda_dl.data.layout import DatasetLayout
+from yambda_dl.data.split import default_cache_dir
 from yambda_dl.utils.progress import Progress
 
 VERSION = 2  # 2: weekly charts of HITS_PER_WEEK short-lived hits, flatter artist popularity (SPEC.md section 8)
@@ -208,6 +209,7 @@ def _check_root(root: Path, identity: dict, overwrite: bool) -> SynthSummary | N
         return _summary_from_json(held["summary"], root)
     for fmt in S.FORMATS:  # an unfinished or overwritten run: start this dataset's folders afresh
         shutil.rmtree(root / fmt / identity["name"], ignore_errors=True)
+    shutil.rmtree(default_cache_dir(root), ignore_errors=True)  # splits of the old files: never read again
     return None
 
 
