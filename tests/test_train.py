@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from yambda_dl.report import MODEL_ORDER, collect, markdown_table
-from yambda_dl.train import CONFIG_DIR, train
+from yambda_dl.train import CONFIG_DIR, build_model, train
 
 from .conftest import optional_model_param
 
@@ -157,18 +157,17 @@ def compose_sweep(override: str):
         return compose("train", overrides=[override], return_hydra_config=True)
 
 
-@pytest.mark.parametrize(
-    "override",
-    [
-        "experiment=paper_baselines",
-        "experiment=popularity_baselines",
-        "hparams_search=decaypop_hours",
-        "hparams_search=itemknn_hours",
-    ],
-)
+SWEEPS = [f"{g}={p.stem}" for g in ("experiment", "hparams_search") for p in Path(CONFIG_DIR, g).glob("*.yaml")]
+
+
+@pytest.mark.parametrize("override", sorted(SWEEPS))
 def test_the_documented_sweeps_compose_as_written(override):
     cfg = compose_sweep(override)  # as README.md gives them: no "+" needed
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
+    for key, values in cfg.hydra.sweeper.params.items():  # every swept model setting builds a model
+        if key.startswith("model."):
+            for value in str(values).split(","):
+                build_model(OmegaConf.merge(cfg.model, OmegaConf.from_dotlist([f"{key[len('model.') :]}={value}"])))
 
 
 def test_paper_baselines_experiment_sweeps_every_paper_model():
