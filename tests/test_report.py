@@ -71,12 +71,14 @@ def test_runs_that_differ_only_by_seed_are_averaged(tmp_path):
 
 
 def test_a_sweeps_runs_are_labelled_by_the_settings_that_differ(tmp_path):
-    write_configured_run(tmp_path / "a", "decaypop", METRICS, hours=6.0, base=0.9)
+    write_configured_run(tmp_path / "a", "decaypop", METRICS, hours=12.0, base=0.9)
     write_configured_run(tmp_path / "b", "decaypop", METRICS | {"paper_ndcg@10": 0.5}, hours=1.0, base=0.9)
+    write_configured_run(tmp_path / "c", "decaypop", METRICS, hours=6.0, base=0.9)
     rows = [line for line in markdown_table(collect([tmp_path])).splitlines() if line.startswith("| decaypop")]
-    assert rows == [
+    assert rows == [  # in numeric order of the setting
         "| decaypop hours=1.0 | 0.5000 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
         "| decaypop hours=6.0 | 0.0200 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
+        "| decaypop hours=12.0 | 0.0200 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
     ]
 
 

@@ -26,7 +26,7 @@ MODEL_ORDER = ("random", "mostpop", "decaypop", "itemknn", "ials", "bpr", "sansa
 
 
 def collect(dirs: list[Path]) -> list[dict[str, Any]]:
-    """Every metrics.json under the given folders (searched recursively), with its run's model settings."""
+    """Every metrics.json under the given folders (searched recursively), with its run's settings."""
     runs = []
     for folder in dirs:
         folder = Path(folder)
@@ -35,7 +35,7 @@ def collect(dirs: list[Path]) -> list[dict[str, Any]]:
         paths = [folder] if folder.is_file() else sorted(folder.rglob("metrics.json"))
         for path in paths:
             run = json.loads(path.read_text()) | {"_path": str(path.parent)}
-            runs.append(run | {"_settings": _model_settings(path.parent / "config.yaml")})
+            runs.append(run | {"_settings": _run_settings(path.parent / "config.yaml")})
     return runs
 
 
@@ -43,7 +43,7 @@ def collect(dirs: list[Path]) -> list[dict[str, Any]]:
 SETTINGS = ("model", "eval", "trainer")
 
 
-def _model_settings(config: Path) -> dict[str, str]:
+def _run_settings(config: Path) -> dict[str, str]:
     """The run's model.*, eval.* and trainer.* settings, flattened, seeds left out (they are what averaging is
     over); {} where the run has no config.yaml."""
     if not config.is_file():
@@ -86,8 +86,12 @@ def _rows(runs: list[dict[str, Any]]) -> list[tuple[str, dict[str, float] | None
             return f"{run['model']} ({Path(run['_path']).name})"
         return " ".join([run["model"], *(f"{key.split('.', 1)[1]}={run['_settings'].get(key)}" for key in varying)])
 
+    def order_of(run: dict[str, Any]) -> tuple:  # numbers in numeric order: hours=2.0 before hours=12.0
+        values = [run["_settings"].get(key, "") for key in varying]
+        return (*((0, float(v), "") if _is_number(v) else (1, 0.0, v) for v in values), run["_path"])
+
     rows = []
-    for label, same in groupby(sorted(runs, key=label_of), key=label_of):
+    for label, same in groupby(sorted(runs, key=order_of), key=label_of):
         same = list(same)
         refused = [run["refused"] for run in same if run.get("refused")]
         if refused:
@@ -97,6 +101,14 @@ def _rows(runs: list[dict[str, Any]]) -> list[tuple[str, dict[str, float] | None
         mean = {name: sum(run["metrics"][name] for run in same) / len(same) for name in shared}
         rows.append((label + (f" (mean of {len(same)} runs)" if len(same) > 1 else ""), mean, None))
     return rows
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def markdown_table(runs: list[dict[str, Any]]) -> str:
