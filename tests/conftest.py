@@ -6,6 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import lightning
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,6 +79,17 @@ def optional_model_param(name: str):
     package = next((p for prefix, p in OPTIONAL_MODEL_PACKAGES.items() if name.startswith(prefix)), None)
     missing = package is not None and importlib.util.find_spec(package) is None
     return pytest.param(name, marks=pytest.mark.skipif(missing, reason=f"optional `{package}` extra not installed"))
+
+
+def quiet_trainer(**settings) -> lightning.Trainer:
+    """A Lightning Trainer that writes and prints nothing of its own (no logger, checkpoints, bars or summary)."""
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return lightning.Trainer(**(quiet | {"enable_model_summary": False} | settings))
+
+
+def gpu_trainer(max_epochs: int) -> lightning.Trainer:
+    """One CUDA device in bf16, as trainer=gpu configures it."""
+    return quiet_trainer(max_epochs=max_epochs, accelerator="gpu", devices=1, precision="bf16-mixed")
 
 
 def cuda_devices() -> list[str]:

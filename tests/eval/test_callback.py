@@ -10,7 +10,7 @@ from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
 from yambda_dl.eval.callback import RankingEvaluation
 
-from ..conftest import listen, write_flat
+from ..conftest import listen, quiet_trainer, write_flat
 
 
 class TinyMF(lightning.LightningModule):
@@ -56,15 +56,7 @@ def test_callback_logs_validation_metrics_that_improve(tmp_path):
     torch.manual_seed(0)
     model = TinyMF(split.num_users, split.num_items)
     callback = RankingEvaluation(split, ks=(1, 4), every_n_epochs=5)
-    trainer = lightning.Trainer(
-        max_epochs=30,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
+    trainer = quiet_trainer(max_epochs=30, accelerator="cpu", callbacks=[callback])
     trainer.fit(model, DataLoader(data, batch_size=32, shuffle=True))
 
     assert [h["epoch"] for h in callback.history] == [4, 9, 14, 19, 24, 29]

@@ -13,6 +13,7 @@ from yambda_dl.eval.recommend import recommend_all, seen_items
 from yambda_dl.models.bpr import BPR, pair_keys, sample_triples
 from yambda_dl.models.factors import DeviceCSR
 
+from ..conftest import gpu_trainer
 from .test_ials import checkerboard_split, held_out_items
 
 
@@ -102,15 +103,7 @@ def test_runs_under_a_trainer_that_logs_the_loss(board, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_trains_on_cuda(board):
-    trainer = lightning.Trainer(
-        max_epochs=30,
-        accelerator="gpu",
-        devices=1,
-        precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
+    trainer = gpu_trainer(max_epochs=30)
     model = BPR(factors=4, iterations=30, learning_rate=0.1, batch_size=48).fit(board, trainer=trainer)
     assert model.item_vectors().device.type == "cuda"
     assert train_auc(model.cpu(), board) > 0.9

@@ -16,7 +16,7 @@ from yambda_dl.eval.recommend import recommend_all, seen_items
 from yambda_dl.models.factors import length_order, length_sorted_batches, seeded_uniform
 from yambda_dl.models.ials import IALS
 
-from ..conftest import TEST_START, listen, write_flat
+from ..conftest import TEST_START, gpu_trainer, listen, write_flat
 
 
 def checkerboard_split(root) -> Split:
@@ -173,15 +173,7 @@ def test_runs_under_a_trainer_that_logs_the_objective(counts_split, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_same_sweeps_on_cuda(counts_split):
     on_cpu = fitted(counts_split, factors=3, iterations=4)
-    trainer = lightning.Trainer(
-        max_epochs=4,
-        accelerator="gpu",
-        devices=1,
-        precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
+    trainer = gpu_trainer(max_epochs=4)
     on_gpu = IALS(factors=3, iterations=4).fit(counts_split, trainer=trainer)
     np.testing.assert_allclose(on_gpu.item_vectors().cpu().numpy(), on_cpu.item_vectors().numpy(), rtol=1e-3, atol=1e-5)
 

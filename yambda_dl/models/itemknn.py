@@ -136,8 +136,8 @@ def cpu_neighbours(
 ) -> csr_matrix:
     """M (source item j x target item i) keeping each source's n best targets, the blocks run on `workers` threads.
 
-    scipy's sparse product releases the GIL, so the blocks' products run side by side (1.6x on 2 cores); the top n
-    per row is a partition, not a sort (sorting the 9e9 merged entries of 50m Listen+ cost 3x the products' time).
+    scipy's sparse product releases the GIL, so the blocks' products run side by side; the top n per row is a
+    partition, not a sort (ad-hoc profiles of both are in BENCHMARKS.md).
     Memory: one block's product per worker (bounded by neighbor_block_nonzeros) plus the kept entries, 12 bytes
     each, twice while they are joined.
     """
