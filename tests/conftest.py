@@ -20,8 +20,8 @@ from yambda_dl.data.layout import DatasetLayout
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-# ../shared beside the checkout (CI copies it there too): real Yambda rows for loader tests
-REAL_ROWS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "yambda-real-rows"
+# real Yambda rows copied from public material, with their provenance, for the loader and split tests
+REAL_ROWS_DIR = Path(__file__).resolve().parent / "fixtures" / "yambda-real-rows"
 TRAIN_END = 25_911_800  # final mode: train [0, TRAIN_END), test [25_913_600, 26_000_000]
 TEST_START = 25_913_600
 

@@ -98,9 +98,17 @@ def test_known_answer(split, name, fitted):
 
 
 def test_deterministic(split, name, fitted):
+    """A refit gives bit-equal results at the same batch size; another batch size the same items, scores to 1e-5.
+
+    Scores computed in other batch shapes may differ in the last bits (other BLAS blockings), never more.
+    """
     first = recommend_all(fitted, split.num_users, 3)
-    second = recommend_all(MODELS[name][0]().fit(split), split.num_users, 3, batch_users=2)
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    refit = MODELS[name][0]().fit(split)
+    again = recommend_all(refit, split.num_users, 3)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    rebatched = recommend_all(refit, split.num_users, 3, batch_users=2)
+    assert torch.equal(first[0], rebatched[0])
+    torch.testing.assert_close(first[1], rebatched[1], rtol=1e-5, atol=1e-6)
 
 
 def test_seen_items_are_masked_when_asked(split, fitted):
