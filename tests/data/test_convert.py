@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -148,7 +150,8 @@ def test_unsorted_input_leaves_no_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.parquet"]
 
 
-def test_progress_prints_a_closing_line(tmp_path, capsys):
+def test_progress_logs_a_closing_line(tmp_path, caplog):
     pq.write_table(flat_table("likes"), tmp_path / "flat.parquet")
-    flat_to_sequential(tmp_path / "flat.parquet", tmp_path / "seq.parquet", "likes", 1000, progress=True)
-    assert "flat->sequential likes: 10 events of 4 users ->" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="yambda_dl"):
+        flat_to_sequential(tmp_path / "flat.parquet", tmp_path / "seq.parquet", "likes", 1000, progress=True)
+    assert "flat->sequential likes: 10 events of 4 users ->" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -187,3 +188,31 @@ def test_download_fetches_only_the_files_asked_for_into_the_layout(tmp_path, fak
 
     download_in_subprocess(fake_hub, root, tmp_path / "hf_home")  # a second run finds both files complete
     assert sorted(path for method, path in FakeHub.log if method == "GET") == fetched
+
+
+def _hinted_command(message: str) -> list[str]:
+    """The command between backticks in an error message, as argv for yambda-data's main."""
+    command = message.split("`")[1]
+    assert command.startswith("yambda-data ")
+    return shlex.split(command)[1:]
+
+
+def test_a_missing_file_in_a_finished_synthetic_root_gets_a_hint_that_works(tmp_path):
+    from yambda_dl.data.cli import main
+    from yambda_dl.data.synthetic import generate
+
+    generate("tiny", tmp_path, seed=3, progress=False)
+    layout = DatasetLayout(tmp_path, "tiny")
+    layout.event_path("likes").unlink()
+    with pytest.raises(DataFileError) as error:
+        layout.require(["likes"])
+    assert main(_hinted_command(str(error.value))) == 0
+    assert layout.require(["likes"]) == [layout.event_path("likes")]
+
+
+def test_a_root_holding_another_synthetic_dataset_says_so(tmp_path):
+    from yambda_dl.data.synthetic import generate
+
+    generate("tiny", tmp_path, progress=False)
+    with pytest.raises(DataFileError, match=r"holds synthetic dataset 'tiny'.*another root"):
+        DatasetLayout(tmp_path, "small").require(["likes"])

@@ -1,7 +1,7 @@
 """Opt-in: a real Yambda download under $YAMBDA_DIR holds exactly the published totals.
 
 Run with `YAMBDA_DIR=/path/to/yambda make test` (or pytest -m real_data); skipped when the variable is unset or a
-file is absent. Totals come from ../shared/data/yambda-real-rows/yambda_reference_stats.json.
+file is absent. Totals come from tests/fixtures/yambda-real-rows/yambda_reference_stats.json.
 """
 
 from __future__ import annotations

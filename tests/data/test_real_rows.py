@@ -1,4 +1,4 @@
-"""Readers, converters and side-file readers on the real Yambda rows of shared/data/yambda-real-rows."""
+"""Readers, converters and side-file readers on the real Yambda rows of tests/fixtures/yambda-real-rows."""
 
 from __future__ import annotations
 

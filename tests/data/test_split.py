@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -362,10 +363,10 @@ def test_load_split_refuses_an_incomplete_folder(tmp_path):
         load_split(tmp_path)
 
 
-def test_progress_prints_a_closing_summary(final_layout, tmp_path, capsys):
-    make_split(final_layout, Protocol(), cache_dir=tmp_path / "cache", progress=True)
-    err = capsys.readouterr().err
-    assert "6 train events, 3 ranked users, 6 train items, 2 evaluated users, 7 targets" in err
+def test_progress_logs_a_closing_summary(final_layout, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="yambda_dl"):
+        make_split(final_layout, Protocol(), cache_dir=tmp_path / "cache", progress=True)
+    assert "6 train events, 3 ranked users, 6 train items, 2 evaluated users, 7 targets" in caplog.text
 
 
 # --- export -------------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_compute_stats_matches_hand_computed_values(hand: DatasetLayout) -> None
 def test_format_stats_puts_the_spec_target_beside_each_value(hand: DatasetLayout) -> None:
     table = format_stats(compute_stats(hand))
     lines = table.splitlines()
-    assert lines[0] == "| statistic | this dataset | Yambda (SPEC.md) |"
+    assert lines[0] == "| statistic | this dataset | Yambda (docs/data.md) |"
     assert "| listen_plus_share | 0.6 | 0.63 |" in lines
     assert "| listens.rows | 5 |  |" in lines
     names = {line.split(" | ")[0].removeprefix("| ") for line in lines[2:]}

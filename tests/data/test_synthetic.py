@@ -1,10 +1,16 @@
-"""The synthetic generator: the real layout and types, consistency between files, determinism, the root's
-marker, and (on `small`) the statistics of SPEC.md section 8 and the structure models should find."""
+"""The synthetic generator: the real layout and types, consistency between files, determinism (pinned
+fingerprints), the root's marker and its create-once safety across processes, events of every type in both target
+days, behaviour overrides, and (on `small`) the statistics of docs/data.md and the structure models should find."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +21,34 @@ import pytest
 
 from yambda_dl.data import io
 from yambda_dl.data import schema as S
-from yambda_dl.data.layout import DatasetLayout
-from yambda_dl.data.split import default_cache_dir
+from yambda_dl.data.cli import main as data_cli
+from yambda_dl.data.layout import DatasetLayout, default_cache_dir
+from yambda_dl.data.protocol import GAP, LAST_TIMESTAMP, LISTEN_PLUS_MIN_RATIO, TEST_START, VALIDATION_START
+from yambda_dl.data.split import Protocol, make_split
 from yambda_dl.data.stats import compute_stats
-from yambda_dl.data.synthetic import MARKER_FILE, PRESETS, VERSION, SynthConfig, generate
+from yambda_dl.data.synthetic import (
+    MARKER_FILE,
+    PRESETS,
+    VERSION,
+    Behaviour,
+    SynthConfig,
+    generate,
+    guarantee,
+    parse_overrides,
+    resolve_config,
+)
+from yambda_dl.data.synthetic.catalogue import build_catalogue
+from yambda_dl.data.synthetic.feedback import feedback
+from yambda_dl.data.synthetic.sampling import rng
+from yambda_dl.data.synthetic.sessions import generate_listens
+from yambda_dl.data.synthetic.users import make_users
 
-TEST_START = 25_913_600
-TRAIN_END = TEST_START - 1_800
+TRAIN_END = TEST_START - GAP
+# target days and the end of each one's train window (docs/protocol.md)
+TARGET_DAYS = {
+    "validation": (VALIDATION_START, TEST_START - GAP, VALIDATION_START - GAP),
+    "test": (TEST_START, LAST_TIMESTAMP + 1, TEST_START - GAP),
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +76,50 @@ def read_sequential(layout: DatasetLayout, event_file: str) -> pa.Table:
 
 def read_all(root: Path) -> dict[str, pa.Table]:
     return {str(p.relative_to(root)): pq.read_table(p) for p in sorted(root.rglob("*.parquet"))}
+
+
+def _hash_array(h: hashlib._Hash, array: pa.Array | pa.ChunkedArray) -> None:
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_list(array.type):
+        h.update(np.asarray(array.value_lengths().fill_null(0), np.int64).tobytes())
+        _hash_array(h, array.flatten())
+    elif pa.types.is_string(array.type):
+        h.update("\0".join(array.fill_null("").to_pylist()).encode())
+    else:
+        h.update(np.asarray(array.is_null(), bool).tobytes())
+        h.update(np.ascontiguousarray(array.fill_null(0).to_numpy(zero_copy_only=False)).tobytes())
+
+
+def content_fingerprint(root: Path) -> str:
+    """A hash of every Parquet file's values (not its bytes: a new pyarrow may encode the same data otherwise)."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.parquet")):
+        table = pq.read_table(path)
+        h.update(str(path.relative_to(root)).encode())
+        for name in table.column_names:
+            h.update(name.encode())
+            _hash_array(h, table.column(name))
+    return h.hexdigest()[:16]
+
+
+def uncovered(root: Path, name: str) -> list[str]:
+    """The (event kind, target day) pairs that no user covers: an event of the kind in the day, by a user with one
+    in that day's train window (so the split can evaluate a setup built on it). Listens count when Listen+."""
+    out = []
+    layout = DatasetLayout(root, name)
+    for kind in guarantee.KINDS:
+        table = read_flat(layout, kind)
+        uid, ts = table.column("uid").to_numpy(), table.column("timestamp").to_numpy().astype(np.int64)
+        if kind == "listens":
+            plus = table.column("played_ratio_pct").to_numpy() >= LISTEN_PLUS_MIN_RATIO
+            uid, ts = uid[plus], ts[plus]
+        for day, (lo, hi, train_end) in TARGET_DAYS.items():
+            if not np.isin(uid[(ts >= lo) & (ts < hi)], uid[ts < train_end]).any():
+                out.append(f"{kind} in the {day} day")
+    return out
 
 
 # --- layout, types and consistency on `tiny` ------------------------------------------------------------------
@@ -187,7 +258,186 @@ def test_a_custom_config_names_its_dataset(tmp_path: Path) -> None:
     assert summary.users == 5 and DatasetLayout(tmp_path, "mini").has("multi_event", "sequential")
 
 
-# --- SPEC.md section 8 on `small` ---------------------------------------------------------------------------
+# --- pinned data: a change to what the generator writes must be deliberate (and bump VERSION) ------------------
+
+# tiny, seed 0, generator version 3. Version 2 wrote 1a6ba3c24a592bee, whose validation day had no like, dislike,
+# unlike or undislike; version 3's guarantee adds them, and nothing else changed.
+TINY_SEED0 = "fe4dd934b1e64253"
+# a dataset whose batches cover both target days by themselves, so the guarantee adds nothing: generator version 2
+# (with the same two behaviour values set through its module constants) wrote exactly these values
+MID = SynthConfig(
+    "mid",
+    n_users=48,
+    n_items=3_000,
+    median_listens=1_500,
+    n_genres=6,
+    batch_users=24,
+    behaviour=Behaviour(dislikes_per_listen=0.02, undislikes=0.5),
+)
+MID_SEED0 = "f6883f85a1a01837"
+SMALL_SEED0 = "70bed4cf60dc48b3"  # the demo's dataset: the same values in generator versions 2 and 3
+
+
+def test_tiny_is_the_pinned_data(tiny: DatasetLayout) -> None:
+    assert content_fingerprint(tiny.root) == TINY_SEED0
+
+
+def test_data_the_guarantee_leaves_alone_is_what_version_2_wrote(tmp_path: Path) -> None:
+    generate(MID, tmp_path, progress=False)
+    assert uncovered(tmp_path, "mid") == []
+    assert content_fingerprint(tmp_path) == MID_SEED0
+
+
+# --- events of every type in both target days ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tiny_has_every_event_type_in_both_target_days(tmp_path: Path, seed: int) -> None:
+    generate("tiny", tmp_path, seed=seed, progress=False)
+    assert uncovered(tmp_path, "tiny") == []
+
+
+@pytest.mark.parametrize("setup", ["like", "listen_plus"])
+def test_tiny_splits_in_tune_mode(tiny: DatasetLayout, tmp_path: Path, setup: str) -> None:
+    split = make_split(tiny, Protocol(setup=setup, mode="tune"), cache_dir=tmp_path, progress=False)
+    assert split.targets.num_users > 0
+
+
+def _batch(preset: str, n_users: int) -> tuple:
+    """A real batch of a preset's users (its catalogue, users, listens and feedback), as the writer makes it."""
+    cfg = PRESETS[preset]
+    cat = build_catalogue(cfg, rng(0, 0))
+    gen = rng(0, 2, 0)
+    users = make_users(cfg, cat, gen, n_users)
+    listens = generate_listens(cat, users, cfg.behaviour, gen)
+    return cat, users, listens, feedback(listens, users, cfg.behaviour, gen)
+
+
+@pytest.mark.parametrize("preset", ["small", "50m"])
+def test_the_guarantee_covers_both_days_from_a_batch_of_any_preset(preset: str) -> None:
+    cat, users, listens, events = _batch(preset, n_users=3)
+    nothing = np.zeros((len(guarantee.KINDS), len(guarantee.WINDOWS)), bool)
+    users2, listens2, events2 = guarantee.complete(cat, users, listens, events, nothing, rng(0, 6))
+    assert guarantee.coverage(users2, listens2, events2).all()
+    key = listens2.user.astype(np.int64) * 2**32 + listens2.timestamp
+    assert np.all(np.diff(key) >= 0) and np.all(listens2.timestamp % 5 == 0)  # still in (user, time) order
+    # a batch whose dataset is already covered is left exactly as it was
+    assert guarantee.complete(cat, users, listens, events, ~nothing, rng(0, 6)) == (users, listens, events)
+
+
+def test_a_last_batch_of_users_without_listens_still_gets_every_type(tmp_path: Path) -> None:
+    cfg = resolve_config("tiny", {"name": "silent", "n_users": 3, "batch_users": 2, "no_listens": 1.0})
+    generate(cfg, tmp_path, progress=False)
+    assert uncovered(tmp_path, "silent") == []
+
+
+# --- behaviour overrides ------------------------------------------------------------------------------------
+
+
+def test_overrides_are_typed_and_validated() -> None:
+    parsed = parse_overrides(["restart=0.4", "n_users=2000", "favourite_tracks=5,20,100", "name=big"])
+    assert parsed == {"restart": 0.4, "n_users": 2000, "favourite_tracks": (5, 20, 100), "name": "big"}
+    cfg = resolve_config("small", parsed)
+    assert (cfg.name, cfg.n_users, cfg.behaviour.restart, cfg.n_items) == ("big", 2000, 0.4, 200_000)
+    assert cfg.overrides() == {"restart": 0.4, "favourite_tracks": (5, 20, 100)}
+    with pytest.raises(ValueError, match=r"unknown setting 'restrat'; valid names: name, n_users, .*restart"):
+        parse_overrides(["restrat=0.4"])
+    with pytest.raises(ValueError, match=r"--set n_users=1.5: expected an integer"):
+        parse_overrides(["n_users=1.5"])
+    with pytest.raises(ValueError, match=r"expected NAME=VALUE"):
+        parse_overrides(["restart"])
+    with pytest.raises(ValueError, match=r"restart=1.5 must lie in \[0, 1\]"):
+        resolve_config("tiny", parse_overrides(["restart=1.5"]))
+    with pytest.raises(ValueError, match=r"ratio_organic=.* summing to 1"):
+        resolve_config("tiny", parse_overrides(["ratio_organic=0.5,0.5,0.5,0"]))
+    with pytest.raises(ValueError, match=r"n_users=0 .*must be positive"):
+        resolve_config("tiny", {"n_users": 0})
+
+
+def test_an_override_makes_another_dataset_that_the_cli_regenerates(tmp_path: Path) -> None:
+    summary = generate("tiny", tmp_path / "a", progress=False, overrides={"likes_per_listen": 0.1})
+    plain = generate("tiny", tmp_path / "b", progress=False)
+    assert summary.rows["likes"] > 2 * plain.rows["likes"]
+    marker = json.loads((tmp_path / "a" / MARKER_FILE).read_text())
+    assert marker["overrides"] == {"likes_per_listen": 0.1}
+    with pytest.raises(ValueError, match=r"holds synthetic dataset 'tiny'.*overrides.*refusing"):
+        generate("tiny", tmp_path / "a", progress=False)
+    # the marker's own `yambda-data synth` arguments regenerate it: the same data again
+    assert marker["synth_args"] == "--preset tiny --seed 0 --set likes_per_listen=0.1"
+    assert data_cli(["synth", *marker["synth_args"].split(), "--root", str(tmp_path / "c")]) == 0
+    assert content_fingerprint(tmp_path / "c") == content_fingerprint(tmp_path / "a")
+
+
+def test_the_cli_refuses_an_unknown_setting_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert data_cli(["synth", "--preset", "tiny", "--root", str(tmp_path / "x"), "--set", "restrat=0.4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown setting 'restrat'; valid names: name, n_users" in err
+    assert not (tmp_path / "x").exists()
+
+
+# --- the root: created once, never replaced under a reader, repaired when damaged -----------------------------
+
+_WORKER = """
+import hashlib, logging, sys, time
+from pathlib import Path
+from yambda_dl.data.synthetic import generate
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+root, go, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+ready.touch()
+while not go.exists():  # every worker calls generate at the same moment
+    time.sleep(0.002)
+summary = generate("tiny", root, seed=0)
+listens = (root / "flat" / "tiny" / "listens.parquet").read_bytes()
+print(summary.rows["multi_event"], hashlib.sha256(listens).hexdigest())
+"""
+
+
+def test_concurrent_first_use_generates_once(tmp_path: Path) -> None:
+    root, go = tmp_path / "data" / "synthetic_tiny", tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(root), str(go), str(tmp_path / f"ready{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        for i in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(4)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    results = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, [err for _, err in results]
+    assert len({out for out, _ in results}) == 1  # the same rows and the same bytes for everyone
+    generated = [err for _, err in results if "items -> " in err]
+    assert len(generated) == 1, [err for _, err in results]
+    assert sorted(p.name for p in root.parent.iterdir()) == ["synthetic_tiny"]  # no lock or temporary left
+    assert content_fingerprint(root) == TINY_SEED0
+
+
+def test_a_missing_file_in_a_finished_root_is_regenerated(tmp_path: Path) -> None:
+    generate("tiny", tmp_path, seed=3, progress=False)
+    before = content_fingerprint(tmp_path)
+    layout = DatasetLayout(tmp_path, "tiny")
+    layout.event_path("likes", "sequential").unlink()
+    with pytest.raises(io.DataFileError, match=r"yambda-data synth --preset tiny --root .* --seed 3"):
+        layout.require(["likes"], "sequential")
+    assert data_cli(["synth", "--preset", "tiny", "--root", str(tmp_path), "--seed", "3"]) == 0
+    assert layout.has("likes", "sequential") and content_fingerprint(tmp_path) == before
+
+
+def test_a_root_with_other_files_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"already holds files not made by the generator .*notes\.txt"):
+            generate("tiny", tmp_path, progress=False, overwrite=overwrite)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+# --- docs/data.md's statistics on `small` -------------------------------------------------------------------
 
 STAT_RANGES = {
     "listen_plus_share": (0.55, 0.70),
@@ -217,7 +467,13 @@ STAT_RANGES = {
 
 
 @pytest.mark.slow
-def test_small_reproduces_section_8(small: DatasetLayout) -> None:
+def test_small_is_the_pinned_data_and_covers_both_days_by_itself(small: DatasetLayout) -> None:
+    assert uncovered(small.root, "small") == []
+    assert content_fingerprint(small.root) == SMALL_SEED0
+
+
+@pytest.mark.slow
+def test_small_reproduces_the_yambda_statistics(small: DatasetLayout) -> None:
     stats = compute_stats(small)
     outside = {k: (stats[k], r) for k, r in STAT_RANGES.items() if not r[0] <= stats[k] <= r[1]}
     assert not outside

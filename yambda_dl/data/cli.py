@@ -6,6 +6,7 @@ A thin wrapper: each subcommand parses its arguments and calls one function of y
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -31,9 +32,11 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from yambda_dl.data.synthetic import generate
+    from yambda_dl.data.synthetic import generate, parse_overrides
 
-    generate(args.preset, Path(args.root), seed=args.seed, overwrite=args.overwrite)
+    overrides = parse_overrides(args.set)  # one-line errors before anything is written
+    summary = generate(args.preset, Path(args.root), seed=args.seed, overwrite=args.overwrite, overrides=overrides)
+    print(f"{summary.name}: {summary.users:,} users, {summary.items:,} items, {summary.rows} under {summary.root}")
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -61,13 +64,15 @@ def _split(args: argparse.Namespace) -> None:
         fmt=args.format,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
+    print(split)
     if args.export:
         split.export(Path(args.export))
-        print(f"exported train.parquet and targets.parquet to {args.export}", file=sys.stderr)
+        print(f"exported train.parquet and targets.parquet to {args.export}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yambda-data", description=__doc__.splitlines()[0])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or lines, warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("download", help="fetch release files from the Hugging Face hub (resumable)")
@@ -85,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="regenerate even if the dataset is there")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a size or behaviour setting of the preset (repeatable; tuples comma-separated)",
+    )
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("convert", help="convert a dataset's files between the flat and sequential layouts")
@@ -94,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", nargs="+", default=list(S.EVENT_FILES), choices=S.EVENT_FILES)
     p.set_defaults(func=_convert)
 
-    p = sub.add_parser("stats", help="print a dataset's statistics beside the real Yambda's (SPEC section 8)")
+    p = sub.add_parser("stats", help="print a dataset's statistics beside the real Yambda's (docs/data.md)")
     p.add_argument("--root", required=True)
     p.add_argument("--size", required=True)
     p.add_argument("--format", default="flat", choices=S.FORMATS)
@@ -118,8 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(quiet: bool) -> None:
+    """Log lines (progress, summaries, warnings) to stderr; configured here, never at import."""
+    from yambda_dl.utils import progress
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    progress.set_enabled(not quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logging(args.quiet)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:  # our validation errors: one clear line, no traceback

@@ -8,7 +8,9 @@ SIZE is a release size (50m, 500m, 5b) or the name of a synthetic dataset writte
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,14 @@ from yambda_dl.data import schema as S
 from yambda_dl.data.io import DataFileError
 
 HF_REPO_ID = "yandex/yambda"
+# The marker `yambda-data synth` writes at a synthetic root: {"name", "seed", "complete", ...} (data/synthetic.py)
+SYNTHETIC_MARKER = "SYNTHETIC.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def default_cache_dir(root: Path | str) -> Path:
+    """Where a dataset root's splits are cached unless a run names another folder (ROOT/.cache/splits)."""
+    return Path(root) / ".cache" / "splits"
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,39 @@ class DatasetLayout:
         return self.root / S.ALBUM_MAPPING_FILE
 
     def how_to_get(self) -> str:
+        """A command that brings the missing files: download, or generate (again, if the root says it is done)."""
         if self.is_release:
             return f"download it with `yambda-data download --size {self.size} --root {self.root}`"
-        return f"generate it with `yambda-data synth --preset {self.size} --root {self.root}`"
+        command = f"yambda-data synth --preset {self.size} --root {self.root}"
+        marker = self._synthetic_marker()
+        if marker is None:
+            return f"generate it with `{command}`"
+        if marker.get("name") != self.size:
+            return (
+                f"{self.root} holds synthetic dataset {marker.get('name')!r} ({SYNTHETIC_MARKER}), not "
+                f"{self.size!r}: generate {self.size!r} under another root with `yambda-data synth --preset "
+                f"{self.size} --root OTHER_ROOT`"
+            )
+        if marker.get("synth_args"):
+            # the marker's own arguments (preset, seed, overrides) make the same dataset again, and the generator
+            # regenerates a root whose marker says complete but whose files are missing
+            args = str(marker["synth_args"]).split(" ", 2)  # "--preset NAME --seed S [--set ...]": --root after NAME
+            root = shlex.quote(str(self.root))
+            if len(args) == 3 and args[0] == "--preset":
+                return f"regenerate it with `yambda-data synth --preset {args[1]} --root {root} {args[2]}`"
+            return f"regenerate it with `yambda-data synth {marker['synth_args']} --root {root}`"
+        # a marker of an older generator (no synth_args): it skips a root marked complete unless told to overwrite
+        seed = marker.get("seed", 0)
+        overwrite = " --overwrite" if marker.get("complete") else ""
+        return f"regenerate it with `{command} --seed {seed}{overwrite}`"
+
+    def _synthetic_marker(self) -> dict | None:
+        """The synthetic marker at the root, or None (no marker, or an unreadable one)."""
+        try:
+            marker = json.loads((self.root / SYNTHETIC_MARKER).read_text())
+        except (OSError, ValueError):
+            return None
+        return marker if isinstance(marker, dict) else None
 
     def require(self, event_files: Iterable[str], fmt: str = "flat") -> list[Path]:
         """The paths of the given event files; a clear error if any is missing."""

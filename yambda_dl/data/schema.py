@@ -1,4 +1,4 @@
-"""The Yambda schema in one place: file names, column names and official Arrow types (SPEC.md sections 1-2).
+"""The Yambda schema in one place: file names, column names and official Arrow types (docs/data.md).
 
 Every reader and writer in yambda_dl takes its types from here; nothing else spells a column type.
 """
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-# --- dataset facts (SPEC.md sections 1 and 3) -------------------------------------------------------------------
+from yambda_dl.data import protocol as P
+
+# --- dataset facts (docs/data.md) -------------------------------------------------------------------------------
 RELEASE_SIZES = ("50m", "500m", "5b")
 FORMATS = ("flat", "sequential")
 EVENT_FILES = ("listens", "likes", "dislikes", "unlikes", "undislikes", "multi_event")
@@ -22,8 +24,9 @@ EVENT_TYPE_OF_FILE = {
     "unlikes": "unlike",
     "undislikes": "undislike",
 }
-LAST_TIMESTAMP = 26_000_000  # seconds; the end of the global time axis
-TIMESTAMP_STEP = 5  # timestamps are floored to multiples of 5 seconds
+# the time axis' end and grid are protocol constants (data/protocol.py), re-exported for the value checks
+LAST_TIMESTAMP = P.LAST_TIMESTAMP  # seconds; the end of the global time axis
+TIMESTAMP_STEP = P.TIMESTAMP_STEP  # timestamps are floored to multiples of 5 seconds
 MAX_PLAYED_RATIO_PCT = 159
 EMBEDDING_DIM = 128
 

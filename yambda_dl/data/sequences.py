@@ -1,9 +1,10 @@
 """Per-user train sequences: the split's train events as one row per user of dense item indices, cached on disk.
 
 Sequence models read users, not events. One streaming pass over Split.iter_train groups each batch's whole users
-into rows (user_idx, item_idx list in time order) of a sequential Parquet file in the split's cache folder, written
-atomically on first use and reused afterwards. Memory: one iter_train batch; the file holds every train event (or
-the last `max_events` of each user), never the memory.
+into rows (user_idx, item_idx list in time order) of a sequential Parquet file in the split's cache folder, created
+once on first use (io.build_file_once: under a lock, written to a temporary and renamed; a complete file is never
+replaced, so a run reading it is never disturbed by another that starts beside it) and reused afterwards. Memory:
+one iter_train batch; the file holds every train event (or the last `max_events` of each user), never the memory.
 """
 
 from __future__ import annotations
@@ -46,14 +47,41 @@ def user_sequences(split: Split, max_events: int | None = None) -> Path:
     if max_events is not None and max_events < 1:
         raise ValueError(f"max_events must be >= 1 or None (all events), got {max_events}")
     path = sequences_path(split, max_events)
-    if path.is_file():
+
+    def complete(candidate: Path) -> bool:
+        return _parquet_rows(candidate) == split.num_users
+
+    if complete(path):
         return path
-    # Several processes (DDP ranks) may build at once: each writes its own temporary file and renames it into
-    # place, so readers only ever see a complete file, whichever wins.
-    with io.ParquetSink(path, SEQUENCES_SCHEMA, row_group_rows=ROW_GROUP_USERS) as sink:
-        for batch in split.iter_train(columns=("user_idx", "item_idx")):
-            sink.write(_group_users(batch["user_idx"], batch["item_idx"], max_events))
+    # Several processes (DDP ranks, runs side by side) may ask at once: the first builds under the lock, the others
+    # wait and then read its file
+    with io.build_file_once(path, complete) as tmp:
+        if tmp is not None:
+            with io.ParquetSink(tmp, SEQUENCES_SCHEMA, row_group_rows=ROW_GROUP_USERS) as sink:
+                for batch in split.iter_train(columns=("user_idx", "item_idx")):
+                    sink.write(_group_users(batch["user_idx"], batch["item_idx"], max_events))
     return path
+
+
+def _parquet_rows(path: Path) -> int | None:
+    """The row count in a Parquet file's footer, None when it is missing or unreadable (a damaged cache file)."""
+    if not path.is_file():
+        return None
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of an int32 .npy file, None when it is missing, unreadable or of another type."""
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return array.shape if array.dtype == np.int32 else None
 
 
 def _group_users(user_idx: np.ndarray, item_idx: np.ndarray, max_events: int | None) -> pa.Table:
@@ -102,7 +130,7 @@ def right_aligned(lists: pa.ListArray | pa.ChunkedArray, width: int) -> np.ndarr
 def scoring_matrix(split: Split, max_len: int, source: Path | None = None) -> np.ndarray:
     """The last `max_len` train events of every ranked user, right-aligned, (num_users, max_len) int32, PAD-filled.
 
-    What a sequence model scores from: the users' histories frozen at the end of train (SPEC.md section 4). Cached as
+    What a sequence model scores from: the users' histories frozen at the end of train (docs/protocol.md). Cached as
     an .npy beside the sequences and memory-mapped: 4 * max_len bytes per user on disk, only touched rows in RAM.
     `source`: a sequences file with at least max_len events per user (say, the one training reads), so that one pass
     over the train events serves both; default: the last-max_len file, built if missing.
@@ -110,21 +138,32 @@ def scoring_matrix(split: Split, max_len: int, source: Path | None = None) -> np
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     path = split.path / f"scoring_last{max_len}.npy"
-    if not path.is_file():
-        sequences = source if source is not None else user_sequences(split, max_len)
-        source = pq.ParquetFile(sequences)
-        with io.atomic_path(path) as tmp:
-            matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(split.num_users, max_len))
-            row = 0
-            for group in range(source.num_row_groups):
-                table = source.read_row_group(group)
-                users = table.column("user_idx").to_numpy()
-                if not np.array_equal(users, np.arange(row, row + len(users))):
-                    raise ValueError(f"{sequences}: users are not 0..{split.num_users - 1} in order at row {row}")
-                matrix[row : row + len(users)] = right_aligned(table.column("item_idx"), max_len)
-                row += len(users)
-            if row != split.num_users:
-                raise ValueError(f"{sequences}: {row} users, the split has {split.num_users}; delete it to rebuild")
-            matrix.flush()
-            del matrix
+
+    def complete(candidate: Path) -> bool:
+        return _npy_shape(candidate) == (split.num_users, max_len)
+
+    if complete(path):
+        return np.load(path, mmap_mode="r")
+    sequences = source if source is not None else user_sequences(split, max_len)
+    with io.build_file_once(path, complete) as tmp:
+        if tmp is not None:
+            _write_scoring(split, Path(sequences), tmp, max_len)
     return np.load(path, mmap_mode="r")
+
+
+def _write_scoring(split: Split, sequences: Path, tmp: Path, max_len: int) -> None:
+    """Fill the (num_users, max_len) scoring matrix at `tmp` from a sequences file, row group by row group."""
+    source = pq.ParquetFile(sequences)
+    matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(split.num_users, max_len))
+    row = 0
+    for group in range(source.num_row_groups):
+        table = source.read_row_group(group)
+        users = table.column("user_idx").to_numpy()
+        if not np.array_equal(users, np.arange(row, row + len(users))):
+            raise ValueError(f"{sequences}: users are not 0..{split.num_users - 1} in order at row {row}")
+        matrix[row : row + len(users)] = right_aligned(table.column("item_idx"), max_len)
+        row += len(users)
+    if row != split.num_users:
+        raise ValueError(f"{sequences}: {row} users, the split has {split.num_users}; delete it to rebuild")
+    matrix.flush()
+    del matrix

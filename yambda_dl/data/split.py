@@ -1,9 +1,14 @@
-"""The Global Temporal Split (SPEC.md section 4): train events, per-user targets, ranked users, dense id maps.
+"""The Global Temporal Split (docs/protocol.md): train events, per-user targets, ranked users, dense id maps.
 
 One streaming pass over the setup's event file (flat or sequential) writes the train events to a cache folder
 named by a content hash, so every model of a run, and every later run on the same data, reads the same split.
-Memory grows with one batch, the train-item bitmap (max item id), the ranked users (their count) and the
-targets (one day of events), never with the input or the train set.
+Memory grows with one batch, the train-item flags (one byte per id below idcounts.DENSE_LIMIT, 16 bytes per
+distinct train item above it: never with one bad id), the ranked users (their count) and the targets (one day of
+events), never with the input or the train set.
+
+The cache folder is created once under a lock (io.build_once) and never replaced while it is complete, so runs
+started side by side on a fresh root all read the one folder the first of them built. When it is opened, its files
+are checked against meta.json (sizes and counts); a damaged folder is rebuilt by make_split.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,9 +27,15 @@ import numpy as np
 import pyarrow as pa
 
 from yambda_dl.data import io
+from yambda_dl.data import protocol as P
 from yambda_dl.data import schema as S
-from yambda_dl.data.layout import DatasetLayout
+from yambda_dl.data.idcounts import DENSE_LIMIT, IdCounts
+from yambda_dl.data.layout import DatasetLayout, default_cache_dir
 from yambda_dl.utils.progress import Progress
+
+__all__ = ["Protocol", "Split", "SplitError", "Targets", "Windows", "default_cache_dir", "load_split", "make_split"]
+
+logger = logging.getLogger(__name__)
 
 SETUP_SOURCES = {"listen_plus": "listens", "like": "likes"}  # setup -> the event file it is built from
 MODES = ("final", "tune")
@@ -32,12 +44,8 @@ FORMAT_VERSION = 1
 KEY_CHARS = 16  # 64 bits of sha256: collisions are out of reach for the handful of splits a root holds
 
 
-def default_cache_dir(root: Path) -> Path:
-    """Where a dataset root's splits are cached unless a run names another folder."""
-    return Path(root) / ".cache" / "splits"
-
-
 META_FILE = "meta.json"
+DATA_FILES = ("train.parquet", "targets.parquet", "users.npy", "items.npy")  # what meta.json's "files" sizes
 TARGETS_SCHEMA = pa.schema(
     [pa.field("uid", pa.uint32(), nullable=False), pa.field("item_id", pa.uint32(), nullable=False)]
 )
@@ -59,16 +67,17 @@ class Windows:
 
 @dataclass(frozen=True)
 class Protocol:
-    """The constants of SPEC.md section 4; each field is a config key, so a sweep never edits code."""
+    """The protocol's constants (data/protocol.py, docs/protocol.md); each field is a config key, so a sweep never
+    edits code."""
 
     setup: str = "listen_plus"
     mode: str = "final"
-    last_timestamp: int = S.LAST_TIMESTAMP
-    day: int = 86_400
-    gap: int = 1_800
+    last_timestamp: int = P.LAST_TIMESTAMP
+    day: int = P.DAY
+    gap: int = P.GAP
     # Listen+ is played_ratio_pct >= this: the official code's >=, not the card's "over 50%"
-    listen_plus_min_ratio: int = 50
-    dedup_targets: bool = False  # duplicates are real re-listens and count in |T_u| (SPEC.md section 4)
+    listen_plus_min_ratio: int = P.LISTEN_PLUS_MIN_RATIO
+    dedup_targets: bool = False  # duplicates are real re-listens and count in |T_u| (docs/protocol.md)
 
     def __post_init__(self) -> None:
         if self.setup not in SETUP_SOURCES:
@@ -143,16 +152,6 @@ def split_key(protocol: Protocol, fingerprint: str) -> str:
 # --- pass 1: route each batch's events ----------------------------------------------------------------------
 
 
-def _sorted_by_user_time(table: pa.Table) -> pa.Table:
-    """Sort a batch stably by (uid, timestamp), file order kept inside equal timestamps; no-op when sorted."""
-    uid = table.column("uid").to_numpy()
-    ts = table.column("timestamp").to_numpy()
-    in_order = (uid[1:] > uid[:-1]) | ((uid[1:] == uid[:-1]) & (ts[1:] >= ts[:-1]))
-    if in_order.all():  # the official flat files already are: skip the copy
-        return table
-    return table.take(np.lexsort((ts, uid)))  # lexsort is stable
-
-
 def _setup_mask(table: pa.Table, protocol: Protocol) -> np.ndarray:
     """Which rows are events of the setup: Listen+ listens, or every like as it is."""
     if protocol.setup == "listen_plus":
@@ -165,7 +164,7 @@ def _route(table: pa.Table, protocol: Protocol, windows: Windows) -> tuple[pa.Ta
 
     Filtering the setup and the windows in one mask copies the batch once (its train share), not twice.
     """
-    table = _sorted_by_user_time(table)  # sorting commutes with the filters: both are stable
+    table = io.sort_by_user_time(table)  # sorting commutes with the filters: both are stable
     ts = table.column("timestamp").to_numpy()
     setup = _setup_mask(table, protocol)
     train = setup & (ts < windows.train_end)
@@ -184,7 +183,7 @@ def _first_of_runs(sorted_values: np.ndarray) -> np.ndarray:
 class _Accumulator:
     """What pass 1 keeps between batches: every field here is bounded as its comment says."""
 
-    item_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # max item id + 1 bytes
+    item_seen: IdCounts = field(default_factory=lambda: IdCounts(presence=True))  # see idcounts: bounded
     ranked: list[np.ndarray] = field(default_factory=list)  # 4 bytes per ranked user
     target_uid: list[np.ndarray] = field(default_factory=list)  # 8 bytes per target event: one day of events
     target_item: list[np.ndarray] = field(default_factory=list)
@@ -194,7 +193,7 @@ class _Accumulator:
     def add(self, train: pa.Table, window: pa.Table) -> None:
         """Mark the batch's train items, its ranked users, and the target events of those users."""
         uid = train.column("uid").to_numpy()
-        self._mark_items(train.column("item_id").to_numpy())
+        self.item_seen.add(train.column("item_id").to_numpy())
         ranked = uid[_first_of_runs(uid)]  # the batch holds whole users, uid-sorted: so is the concatenation
         target_uid = window.column("uid").to_numpy()
         of_ranked = np.isin(target_uid, ranked)  # cold users are never evaluated
@@ -204,21 +203,11 @@ class _Accumulator:
         self.train_events += len(uid)
         self.window_events += len(target_uid)
 
-    def _mark_items(self, item_ids: np.ndarray) -> None:
-        if not len(item_ids):
-            return
-        top = int(item_ids.max())
-        if top >= len(self.item_seen):  # grow by doubling: at most ~19 MB at Yambda's 9.4M max item id
-            grown = np.zeros(max(top + 1, 2 * len(self.item_seen)), dtype=bool)
-            grown[: len(self.item_seen)] = self.item_seen
-            self.item_seen = grown
-        self.item_seen[item_ids] = True
-
     def users(self) -> np.ndarray:
         return np.concatenate(self.ranked).astype(np.uint32) if self.ranked else np.zeros(0, np.uint32)
 
     def items(self) -> np.ndarray:
-        return np.flatnonzero(self.item_seen).astype(np.uint32)
+        return self.item_seen.ids().astype(np.uint32)
 
     def targets(self, dedup: bool) -> pa.Table:
         """Target events of ranked users in (uid, time) order; `dedup` keeps first plays."""
@@ -313,6 +302,7 @@ def _build(
         "protocol": asdict(protocol),
         "windows": asdict(protocol.windows()),
         "counts": counts,
+        "files": {name: (folder / name).stat().st_size for name in DATA_FILES},  # checked when opened
         "source": {
             "path": str(source),
             "event_file": protocol.source_file(),
@@ -326,6 +316,53 @@ def _build(
     return meta
 
 
+def split_problem(folder: Path) -> str | None:
+    """Why `folder` is not a complete, intact split folder, or None when it is.
+
+    Cheap (no data read): meta.json readable and of this format version; every data file present with the size
+    meta.json recorded; users.npy, items.npy, train.parquet and targets.parquet hold as many rows as meta counts
+    (npy headers and Parquet footers only). Catches killed builds, truncated or deleted files and edited metas.
+    """
+    folder = Path(folder)
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        return f"no {META_FILE} (an unfinished build)"
+    try:
+        meta = json.loads(meta_path.read_text())
+        counts = meta["counts"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{meta_path} is unreadable: {err}"
+    if meta.get("format_version") != FORMAT_VERSION:
+        return f"{meta_path}: split format version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+    for name in DATA_FILES:
+        if not (folder / name).is_file():
+            return f"missing {folder / name}"
+    for name, size in meta.get("files", {}).items():  # folders of older builds have no sizes: counts still checked
+        actual = (folder / name).stat().st_size
+        if actual != size:
+            return f"{folder / name} has {actual} bytes, meta.json recorded {size} (truncated or replaced)"
+    try:
+        rows = {
+            "num_ranked_users": len(np.load(folder / "users.npy", mmap_mode="r")),
+            "num_train_items": len(np.load(folder / "items.npy", mmap_mode="r")),
+            "num_train_events": io.open_parquet(folder / "train.parquet").metadata.num_rows,
+            "num_targets": io.open_parquet(folder / "targets.parquet").metadata.num_rows,
+        }
+    except (OSError, ValueError) as err:
+        return f"unreadable file in {folder}: {err}"
+    for name, found in rows.items():
+        if counts.get(name) != found:
+            return f"meta.json counts {name}={counts.get(name)} but the files hold {found}"
+    return None
+
+
+def _is_intact(folder: Path) -> bool:
+    problem = split_problem(folder)
+    if problem is not None and (folder / META_FILE).is_file():  # an unfinished build is expected after a kill
+        logger.warning("cached split %s is damaged (%s); building it again", folder, problem)
+    return problem is None
+
+
 def make_split(
     layout: DatasetLayout,
     protocol: Protocol,
@@ -336,27 +373,28 @@ def make_split(
 ) -> Split:
     """The split of `layout`'s setup file under `protocol`, from the cache when built before, else built now.
 
-    The cache folder is cache_dir/KEY (default ROOT/.cache/splits/KEY); it is built in a temporary folder
-    beside it and renamed, so a killed run never leaves a folder that looks complete.
+    The cache folder is cache_dir/KEY (default ROOT/.cache/splits/KEY). It is created once across processes
+    (io.build_once: built in a temporary folder under a lock, then renamed), so runs started together on a fresh
+    root wait for one build and share it, a killed run never leaves a folder that looks complete, and a complete
+    folder is never replaced under a reader. A cached folder that fails split_problem is rebuilt.
     """
     S.check_format(fmt)
     source = layout.require([protocol.source_file()], fmt)[0]
     fingerprint = source_fingerprint(source)
     key = split_key(protocol, fingerprint)
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir(layout.root)) / key
-    if (folder / META_FILE).is_file():  # complete: reuse without reading the data
+    if split_problem(folder) is None:  # complete: reuse without the lock or reading the data
         return load_split(folder)
-    total = io.open_parquet(source).metadata.num_rows if fmt == "flat" else None  # sequential: rows are users
-    bar = Progress(f"split {protocol.setup}/{protocol.mode}", total=total, unit="events", enabled=progress)
-    # atomic_path also replaces a half-written folder (one without meta.json) left under the final name
-    with io.atomic_path(folder) as tmp:
-        tmp.mkdir()
-        counts = _build(tmp, source, fmt, protocol, key, fingerprint, batch_rows, bar)["counts"]
-    bar.summary(
-        f"{counts['num_train_events']:,} train events, {counts['num_ranked_users']:,} ranked users, "
-        f"{counts['num_train_items']:,} train items, {counts['num_eval_users']:,} evaluated users, "
-        f"{counts['num_targets']:,} targets -> {folder}"
-    )
+    with io.build_once(folder, _is_intact) as tmp:
+        if tmp is not None:
+            total = io.open_parquet(source).metadata.num_rows if fmt == "flat" else None  # sequential: rows = users
+            bar = Progress(f"split {protocol.setup}/{protocol.mode}", total=total, unit="events", enabled=progress)
+            counts = _build(tmp, source, fmt, protocol, key, fingerprint, batch_rows, bar)["counts"]
+            bar.summary(
+                f"{counts['num_train_events']:,} train events, {counts['num_ranked_users']:,} ranked users, "
+                f"{counts['num_train_items']:,} train items, {counts['num_eval_users']:,} evaluated users, "
+                f"{counts['num_targets']:,} targets -> {folder}"
+            )
     return load_split(folder)
 
 
@@ -398,12 +436,13 @@ class Split:
         meta_path = Path(path) / META_FILE
         if not meta_path.is_file():
             raise SplitError(f"{path} is not a complete split folder (no {META_FILE}); build it with make_split")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
+        problem = split_problem(Path(path))
+        if problem is not None:
             raise SplitError(
-                f"{meta_path}: split format version {meta.get('format_version')!r}, this code reads "
-                f"{FORMAT_VERSION}; rebuild it with make_split"
+                f"{path} is not a usable split folder: {problem}; make_split (or `yambda-data split`) rebuilds it "
+                f"when it is under its cache folder, or delete the folder and build it again"
             )
+        meta = json.loads(meta_path.read_text())
         self.path = Path(path)
         self.meta = meta
         self.protocol = Protocol(**meta["protocol"])
@@ -426,9 +465,11 @@ class Split:
 
     @cached_property
     def _item_lookup(self) -> np.ndarray:
-        """Raw item id -> item_idx (-1 elsewhere): 4 bytes per id up to the max train id, ~38 MB at Yambda."""
-        lookup = np.full(int(self.items[-1]) + 1 if self.num_items else 0, -1, dtype=np.int32)
-        lookup[self.items] = np.arange(self.num_items, dtype=np.int32)
+        """Raw item id -> item_idx (-1 elsewhere) for ids below idcounts.DENSE_LIMIT: 4 bytes per id up to the max
+        train id (~38 MB at Yambda), never more than DENSE_LIMIT entries; larger ids go through a binary search."""
+        dense = self.items[self.items < DENSE_LIMIT]
+        lookup = np.full(int(dense[-1]) + 1 if len(dense) else 0, -1, dtype=np.int32)
+        lookup[dense] = np.arange(len(dense), dtype=np.int32)  # items ascend: the dense ones come first
         return lookup
 
     def user_index(self, uids: np.ndarray | Sequence[int]) -> np.ndarray:
@@ -457,14 +498,22 @@ class Split:
                 f"unknown train column(s) {unknown}; valid choices: {', '.join((*DENSE_COLUMNS, *raw_columns))}"
             )
         read = [c for c in raw_columns if c in columns or (c == "item_id" and "item_idx" in columns)]
-        for batch in io.iter_user_batches(self.train_path, event_file, "flat", read, batch_rows):
+        # the train file is ours, cut from a source that was checked: no second grid warning for it
+        for batch in io.iter_user_batches(self.train_path, event_file, "flat", read, batch_rows, check_grid=False):
             yield {name: self._train_column(batch, name) for name in columns}
 
     def _train_column(self, batch: pa.Table, name: str) -> np.ndarray:
         if name == "user_idx":
             return np.searchsorted(self.users, batch.column("uid").to_numpy()).astype(np.int64)
         if name == "item_idx":
-            return self._item_lookup[batch.column("item_id").to_numpy()].astype(np.int64)
+            item_id = batch.column("item_id").to_numpy()
+            lookup = self._item_lookup
+            if not len(item_id) or int(item_id.max()) < len(lookup):  # every train id of real data: the fast path
+                return lookup[item_id].astype(np.int64)
+            inside = item_id < len(lookup)
+            out = _dense_index(self.items, item_id)
+            out[inside] = lookup[item_id[inside]]
+            return out
         values = batch.column(name).to_numpy()
         return values.astype(np.int64) if name == "timestamp" else values
 

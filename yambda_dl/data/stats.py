@@ -1,7 +1,9 @@
-"""Dataset statistics of SPEC.md section 8, streamed through the files, and a table beside the real Yambda's.
+"""Dataset statistics (docs/data.md), streamed through the files, and a table beside the real Yambda's.
 
-Memory: one user batch of io.iter_user_batches plus per-item counters indexed by raw item id (a few arrays of
-max_item_id + 1 entries: about 75 MB each for Yambda's 9.4M ids) and per-user counts (one number per user).
+Memory: one user batch of io.iter_user_batches, plus per-item counters (idcounts.IdCounts: dense by raw item id up to
+the largest id seen, at most idcounts.DENSE_LIMIT entries, about 75 MB each for Yambda's 9.4M ids; ids above the
+limit cost 16 bytes per distinct id, so one corrupted id never decides the memory), a track-length histogram (the
+same counter, by length in seconds) and per-user counts (one number per user).
 """
 
 from __future__ import annotations
@@ -9,16 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from yambda_dl.data import io
+from yambda_dl.data import protocol as P
 from yambda_dl.data import schema as S
+from yambda_dl.data.idcounts import IdCounts, quantile_of_counts
 from yambda_dl.data.layout import DatasetLayout
 
-TEST_START = S.LAST_TIMESTAMP - 86_400  # SPEC.md section 4
-LISTEN_PLUS = 50  # played_ratio_pct >= 50 (SPEC.md section 3)
+TEST_START = P.TEST_START  # re-exported: older code reads the names from here
+LISTEN_PLUS = P.LISTEN_PLUS_MIN_RATIO
 
-# The real Yambda's figures (SPEC.md sections 1 and 8; 50M where the value depends on the size)
+# The real Yambda's figures (docs/data.md; 50M where the value depends on the size)
 SPEC_TARGETS: dict[str, float] = {
     "listens.per_user_median": 3_000,
     "listens.per_user_p90": 13_000,
@@ -65,17 +70,12 @@ class _FileTally:
 
     rows: int = 0
     recommended: int = 0
-    items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # events per raw item id
+    items: IdCounts = field(default_factory=IdCounts)  # events per raw item id (bounded: see idcounts)
     per_user: list[np.ndarray] = field(default_factory=list)  # events per user, batch by batch
-
-    def add_items(self, item_id: np.ndarray) -> None:
-        counts = np.bincount(item_id, minlength=len(self.items))
-        counts[: len(self.items)] += self.items  # the counter grows to the largest id seen so far
-        self.items = counts
 
 
 def compute_stats(layout: DatasetLayout, fmt: str = "flat") -> dict:
-    """The statistics of SPEC.md section 8 that the event files can tell, streamed user batch by batch.
+    """The statistics of docs/data.md that the event files can tell, streamed user batch by batch.
 
     Files that are absent are skipped; at least one event file must exist. Returns {name: value}.
     """
@@ -90,7 +90,7 @@ def compute_stats(layout: DatasetLayout, fmt: str = "flat") -> dict:
         for table in io.iter_user_batches(layout.event_path(event_file, fmt), event_file, fmt):
             _tally_batch(tally, table)
             if extra is not None:
-                extra.add(table)
+                extra.add(io.sort_by_user_time(table))  # its active days and equal-time pairs need time order
             if dups is not None:
                 dups.add(table)
         stats.update(_file_stats(event_file, tally))
@@ -126,7 +126,7 @@ def _tally_batch(tally: _FileTally, table: pa.Table) -> None:
     uid = table.column("uid").to_numpy()
     tally.rows += table.num_rows
     tally.recommended += int((table.column("is_organic").to_numpy() == 0).sum())
-    tally.add_items(table.column("item_id").to_numpy().astype(np.int64))
+    tally.items.add(table.column("item_id").to_numpy())
     tally.per_user.append(np.diff(_user_starts(uid)))
 
 
@@ -141,7 +141,7 @@ def _file_stats(event_file: str, tally: _FileTally) -> dict:
     out = {
         f"{event_file}.rows": tally.rows,
         f"{event_file}.users": len(per_user),
-        f"{event_file}.items": int((tally.items > 0).sum()),
+        f"{event_file}.items": len(tally.items.ids()),
         f"recommended_share.{event_file}": tally.recommended / max(tally.rows, 1),
     }
     if len(per_user):
@@ -149,13 +149,13 @@ def _file_stats(event_file: str, tally: _FileTally) -> dict:
         out[f"{event_file}.per_user_p90"] = float(np.quantile(per_user, 0.9))
         out[f"{event_file}.per_user_mean"] = float(per_user.mean())
     if event_file == "listens":
-        out.update(_popularity_stats(tally.items))
+        out.update(_popularity_stats(tally.items.counts()))
     return out
 
 
 def _popularity_stats(item_counts: np.ndarray) -> dict:
     """Share of items heard once, and the share of listens that the top 1% of the heard items carry."""
-    heard = np.sort(item_counts[item_counts > 0])[::-1]
+    heard = np.sort(item_counts[item_counts > 0])[::-1]  # counts of the items heard at least once
     if not len(heard):
         return {}
     top = max(1, len(heard) // 100)
@@ -171,14 +171,15 @@ class _ListenTally:
 
     ratio_hist: np.ndarray = field(default_factory=lambda: np.zeros(S.MAX_PLAYED_RATIO_PCT + 1, np.int64))
     plus: np.ndarray = field(default_factory=lambda: np.zeros((2, 2), np.int64))  # [is_organic, is_plus]
-    length_hist: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    lengths: IdCounts = field(default_factory=IdCounts)  # listens per track length in seconds
     equal_pairs: int = 0
     pairs: int = 0
     active_days: list[np.ndarray] = field(default_factory=list)
     last_day_plus: list[np.ndarray] = field(default_factory=list)
-    reach: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # distinct users per raw item id
+    reach: IdCounts = field(default_factory=IdCounts)  # distinct users per raw item id
 
     def add(self, table: pa.Table) -> None:
+        """Tally a batch of whole users sorted by (uid, timestamp) (io.sort_by_user_time)."""
         uid = table.column("uid").to_numpy()
         ts = table.column("timestamp").to_numpy().astype(np.int64)
         ratio = table.column("played_ratio_pct").to_numpy()
@@ -186,23 +187,23 @@ class _ListenTally:
         plus = ratio >= LISTEN_PLUS
         self.ratio_hist += np.bincount(ratio, minlength=len(self.ratio_hist))
         self.plus += np.bincount(organic * 2 + plus, minlength=4).reshape(2, 2)
-        self.length_hist = _add_hist(self.length_hist, table.column("track_length_seconds").to_numpy())
+        self.lengths.add(table.column("track_length_seconds").to_numpy())
         same_user = uid[1:] == uid[:-1]
         self.pairs += int(same_user.sum())
         self.equal_pairs += int((same_user & (ts[1:] == ts[:-1])).sum())
         starts = _user_starts(uid)
-        self.active_days.append(_distinct_per_user(uid, (S.LAST_TIMESTAMP - 1 - ts) // 86_400, starts))
+        self.active_days.append(_distinct_per_user(uid, (P.LAST_TIMESTAMP - 1 - ts) // P.DAY, starts))
         in_last_day = plus & (ts >= TEST_START)
         self.last_day_plus.append(
             np.add.reduceat(in_last_day.astype(np.int64), starts[:-1]) if len(uid) else np.zeros(0, np.int64)
         )
-        pair_items = _distinct_pairs(uid, table.column("item_id").to_numpy().astype(np.int64))
-        self.reach = _add_hist(self.reach, pair_items)
+        self.reach.add(_distinct_pairs(uid, table.column("item_id").to_numpy().astype(np.int64)))
 
     def result(self, tally: _FileTally) -> dict:
         total = max(int(self.ratio_hist.sum()), 1)
         users = max(sum(len(a) for a in self.active_days), 1)
         last = np.concatenate(self.last_day_plus) if self.last_day_plus else np.zeros(0, np.int64)
+        reach = self.reach.counts()
         out = {
             "played_ratio.zero": self.ratio_hist[0] / total,
             "played_ratio.0_4": self.ratio_hist[:5].sum() / total,
@@ -211,29 +212,16 @@ class _ListenTally:
             "listen_plus_share": self.ratio_hist[LISTEN_PLUS:].sum() / total,
             "listen_plus_share.recommended": self.plus[0, 1] / max(self.plus[0].sum(), 1),
             "listen_plus_share.organic": self.plus[1, 1] / max(self.plus[1].sum(), 1),
-            "track_length.median": _hist_quantile(self.length_hist, 0.5),
-            "track_length.p90": _hist_quantile(self.length_hist, 0.9),
+            "track_length.median": quantile_of_counts(*self.lengths.nonzero(), 0.5),
+            "track_length.p90": quantile_of_counts(*self.lengths.nonzero(), 0.9),
             "equal_timestamp_share": self.equal_pairs / max(self.pairs, 1),
             "active_days_mean": float(np.concatenate(self.active_days).mean()) if self.active_days else 0.0,
             "last_day_listen_plus_users_of_listeners": float((last > 0).sum() / users),
             "last_day_listen_plus_count": int((last > 0).sum()),
             "last_day_listen_plus_per_user": float(last[last > 0].mean()) if (last > 0).any() else 0.0,
-            "top_item_user_reach": float(self.reach.max() / users) if len(self.reach) else 0.0,
+            "top_item_user_reach": float(reach.max() / users) if len(reach) else 0.0,
         }
         return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
-
-
-def _add_hist(hist: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """hist + bincount(values), growing hist to the largest value seen."""
-    counts = np.bincount(values.astype(np.int64), minlength=len(hist))
-    counts[: len(hist)] += hist
-    return counts
-
-
-def _hist_quantile(hist: np.ndarray, q: float) -> float:
-    """The q-quantile (lower) of the values whose counts `hist` holds."""
-    cum = np.cumsum(hist)
-    return float(np.searchsorted(cum, q * cum[-1])) if len(cum) and cum[-1] else 0.0
 
 
 def _distinct_per_user(uid: np.ndarray, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -244,9 +232,13 @@ def _distinct_per_user(uid: np.ndarray, values: np.ndarray, starts: np.ndarray) 
 
 
 def _distinct_pairs(uid: np.ndarray, item: np.ndarray) -> np.ndarray:
-    """The item of each distinct (uid, item) pair."""
-    key = np.unique((uid.astype(np.uint64) << np.uint64(32)) | item.astype(np.uint64))
-    return (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    """The item of each distinct (uid, item) pair, in no particular order.
+
+    polars' hash-based unique: 8x faster than np.unique's sort on a 2M-event batch (measured on synthetic `small`).
+    """
+    key = (uid.astype(np.uint64) << np.uint64(32)) | item.astype(np.uint64)
+    distinct = pl.Series(key, dtype=pl.UInt64).unique().to_numpy()
+    return (distinct & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
 @dataclass
@@ -257,22 +249,15 @@ class _DuplicateTally:
     rows: int = 0
 
     def add(self, table: pa.Table) -> None:
-        columns = [_comparable(table.column(n)) for n in reversed(table.column_names)]
-        order = np.lexsort(columns)
-        stacked = np.stack([c[order] for c in columns])
-        self.duplicates += int((stacked[:, 1:] == stacked[:, :-1]).all(axis=0).sum())
+        """Count the batch's rows beyond the first of each distinct row (a batch holds whole users, and equal rows
+        share a uid, so no duplicate spans two batches). polars hashes whole rows, nulls and event_type strings
+        included: 4x faster than a lexsort of every column (measured on synthetic `small`)."""
+        frame = pl.from_arrow(table)
+        self.duplicates += frame.height - frame.n_unique()
         self.rows += table.num_rows
 
     def result(self) -> dict:
         return {"multi_event.duplicate_share": self.duplicates / max(self.rows, 1)}
-
-
-def _comparable(column: pa.ChunkedArray) -> np.ndarray:
-    """An int64 view of a column for equality: dictionary codes for event_type, -1 for nulls."""
-    array = column.combine_chunks()
-    if pa.types.is_dictionary(array.type):
-        array = array.indices
-    return np.asarray(array.cast(pa.int64()).fill_null(-1), dtype=np.int64)
 
 
 def _cross_file_stats(stats: dict) -> dict:
@@ -291,8 +276,8 @@ def _cross_file_stats(stats: dict) -> dict:
 
 
 def format_stats(stats: dict) -> str:
-    """A Markdown table: each statistic, this dataset's value and the real Yambda's (SPEC.md section 8)."""
-    lines = ["| statistic | this dataset | Yambda (SPEC.md) |", "|---|---|---|"]
+    """A Markdown table: each statistic, this dataset's value and the real Yambda's (docs/data.md)."""
+    lines = ["| statistic | this dataset | Yambda (docs/data.md) |", "|---|---|---|"]
     for name in sorted(stats):
         target = SPEC_TARGETS.get(name)
         lines.append(f"| {name} | {_fmt(stats[name])} | {'' if target is None else _fmt(target)} |")

@@ -36,7 +36,7 @@ def last_train_timestamp(split: Split) -> int:
 def decayed_item_counts(split: Split, hours: float, base: float = 0.9) -> np.ndarray:
     """sum over train events of base ** ((t_max - t_e) / (3600 * hours)) per item (float64, (num_items,)).
 
-    DecayPop's score (SPEC.md section 6), with t_max the last train timestamp. Two streaming passes (t_max, then
+    DecayPop's score (docs/protocol.md), with t_max the last train timestamp. Two streaming passes (t_max, then
     the sums); memory: 8 bytes per train item.
     """
     if hours <= 0:
