@@ -36,13 +36,19 @@ $(VENV)/.sansa: $(VENV)/.installed
 
 setup-sansa: $(VENV)/.sansa  ## also install the optional SANSA baseline (SuiteSparse via apt, scikit-sparse, sansa)
 
+# every `make demo` writes a fresh folder (UTC time + random hex): a rerun, or a rerun after a kill, never mixes runs
+DEMO_ID  := $(shell date -u +%Y%m%d-%H%M%S)-$(shell od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+DEMO_OUT ?= outputs/demo/$(DEMO_ID)
+
 demo: setup  ## generate the small synthetic dataset, run every model, print the results table (~6 min on 2 cores)
 	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small
 	$(VENV)/bin/yambda-train -m data=synthetic_small paths.data_dir=$(DATA) model=$(DEMO_MODELS) \
-		hydra.sweep.dir=outputs/demo logger=none
+		hydra.sweep.dir=$(DEMO_OUT) logger=none
 	$(VENV)/bin/yambda-train data=synthetic_small paths.data_dir=$(DATA) model=sasrec $(DEMO_SASREC) \
-		hydra.run.dir=outputs/demo/sasrec logger=none
-	$(VENV)/bin/yambda-report outputs/demo
+		hydra.run.dir=$(DEMO_OUT)/sasrec logger=none
+	$(VENV)/bin/yambda-report $(DEMO_OUT)
+	ln -sfn $(DEMO_ID) outputs/demo/latest
+	@echo "outputs in $(DEMO_OUT) (outputs/demo/latest)"
 
 test: setup  ## run the test suite (about 2 minutes on 2 cores)
 	WANDB_MODE=offline $(PY) -m pytest -q

@@ -1,11 +1,17 @@
-"""`yambda-train`: compose a config -> split -> fit -> recommend -> evaluate -> report (DESIGN.md's one path).
+"""`yambda-train`: compose a config -> check it -> split -> fit -> recommend -> evaluate -> report.
 
-`train(cfg)` is a plain function that tests call directly; `main` is the thin Hydra wrapper.
+`train(cfg)` is a plain function that tests call directly; `main` is the thin Hydra wrapper. A run owns its folder
+(utils/rundir.py): it claims it before any work, and marks it "finished", "refused" or "failed" at the end.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +20,106 @@ import lightning
 import numpy as np
 import pyarrow as pa
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from yambda_dl.config_check import ConfigError, check_config
 from yambda_dl.data.io import write_parquet
 from yambda_dl.data.layout import DatasetLayout
-from yambda_dl.data.split import Protocol, Split, make_split
+from yambda_dl.data.split import Split, make_split
 from yambda_dl.eval.callback import RankingEvaluation
 from yambda_dl.eval.evaluator import evaluate, format_metrics_table
 from yambda_dl.eval.recommend import recommend_all, seen_items
 from yambda_dl.utils import runinfo
+from yambda_dl.utils.rundir import CHECKPOINTS, RunFolder, RunFolderBusy, new_run_id
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+CONFIG_DIR = str(max((p / "configs" for p in Path(__file__).resolve().parents[:2]), key=Path.is_dir))  # wheel|checkout
+
+log = logging.getLogger(__name__)
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """What a sweep with continue_on_refusal records and goes on from: a memory refusal, a missing optional extra."""
+    from yambda_dl.models.base import OptionalDependencyError
+
+    return (MemoryError, OptionalDependencyError)
+
+
+# --- run ids, folder names and W&B names (OmegaConf resolvers, registered by main() and train()) -------------------
+
+_INVOCATION_ID: str | None = None  # one per yambda-train process: a single run's id, a sweep's folder and W&B group
+
+
+def _invocation_id() -> str:
+    global _INVOCATION_ID
+    if _INVOCATION_ID is None:
+        _INVOCATION_ID = new_run_id()
+    return _INVOCATION_ID
+
+
+def _hydra_cfg() -> Any | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _is_multirun(hc: Any) -> bool:
+    return hc is not None and str(hc.mode) == "RunMode.MULTIRUN"
+
+
+def _run_id_resolver() -> str:
+    """This job's run id: the invocation's id, plus "-<job number>" for a job of a sweep."""
+    hc = _hydra_cfg()
+    if hc is None:
+        raise ValueError("run_id resolves only under yambda-train; train() gives a direct call its own")
+    return f"{_invocation_id()}-{hc.job.num}" if _is_multirun(hc) else _invocation_id()
+
+
+def _swept_keys(hc: Any) -> set[str]:
+    """Keys this sweep varies: hydra.sweeper.params (experiment and hparams_search files) and `a,b` overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = set(hc.sweeper.get("params") or {})
+    parser = OverridesParser.create()
+    for arg in sys.argv[1:]:
+        if arg.startswith("-") and not arg.startswith(("+", "~")):
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # not an override (a flag's value): nothing swept
+            continue
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    return keys
+
+
+def job_name(model_name: str) -> str:
+    """The model and, in a sweep, the swept values of this job: "ials-model.regularization=0.01" (file-name safe)."""
+    hc = _hydra_cfg()
+    if not _is_multirun(hc):
+        return model_name
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = _swept_keys(hc) - {"model"}
+    parts = []
+    for override in OverridesParser.create().parse_overrides(list(hc.overrides.task)):
+        if override.key_or_group in swept and not override.key_or_group.startswith("hydra"):
+            parts.append(f"{override.key_or_group}={override.value()}")
+    name = "-".join([model_name, ",".join(sorted(parts))]) if parts else model_name
+    return re.sub(r"[^A-Za-z0-9._=,+@-]", "_", name)[:150]  # a folder name: no "/" or spaces; short enough
+
+
+def register_resolvers() -> None:
+    """`${yambda_run_id:}`, `${yambda_sweep_id:}`, `${yambda_job_name:<model>}`, used by train.yaml's folders."""
+    for name, resolver in {
+        "yambda_run_id": _run_id_resolver,
+        "yambda_sweep_id": _invocation_id,
+        "yambda_job_name": job_name,
+    }.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+# --- building blocks ---------------------------------------------------------------------------------------------
 
 
 def prepare_data(data_cfg: DictConfig, source_file: str) -> DatasetLayout:
@@ -45,21 +140,47 @@ def build_model(model_cfg: DictConfig) -> Any:
     return hydra.utils.instantiate(kwargs)
 
 
+def wandb_mode(cfg: DictConfig) -> None:
+    """logger=wandb: without an API key or without network, log offline (with a warning) rather than fail at the end."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or cfg.logger.get("offline"):
+        return
+    import socket
+
+    try:
+        from wandb.apis import InternalApi
+
+        api = InternalApi()
+        key, host = api.api_key, api.settings("base_url")
+    except Exception:  # wandb's settings unreadable: treat as no login
+        key, host = None, "https://api.wandb.ai"
+    reason = None if key else "no W&B API key (wandb login, or WANDB_API_KEY)"
+    if reason is None:
+        hostname = re.sub(r"^https?://", "", str(host)).split("/")[0]
+        try:
+            socket.create_connection((hostname.split(":")[0], 443), timeout=3).close()
+        except OSError:
+            reason = f"{hostname} is unreachable"
+    if reason is not None:
+        log.warning("logger=wandb: %s; logging offline instead (sync later with `wandb sync`)", reason)
+        with open_dict(cfg):
+            cfg.logger.offline = True
+
+
 def build_logger(cfg: DictConfig) -> Any | None:
     if cfg.logger is None or cfg.logger.get("_target_") is None:
         return None
+    if "WandbLogger" in str(cfg.logger._target_):
+        wandb_mode(cfg)
+        import wandb
+
+        if wandb.run is not None:  # a previous job of this process left its run open: never log into it
+            wandb.finish()
     return hydra.utils.instantiate(cfg.logger)
 
 
-def build_trainer(
-    cfg: DictConfig, logger: Any | None, split: Split, model: lightning.LightningModule
-) -> lightning.Trainer:
-    """The Lightning Trainer of cfg.trainer; in tune mode it evaluates on the validation day as it trains.
-
-    The number of epochs is the model's (`model.max_epochs`: SASRec's epochs, iALS's sweeps) unless
-    `trainer.max_epochs` overrides it.
-    """
-    callbacks = []
+def build_callbacks(cfg: DictConfig, split: Split, logger: Any | None) -> list[lightning.Callback]:
+    """The callbacks group's callbacks, after the app's validation callback (so early stopping sees its metrics)."""
+    callbacks: list[lightning.Callback] = []
     if split.protocol.mode == "tune":
         callbacks.append(
             RankingEvaluation(
@@ -70,13 +191,40 @@ def build_trainer(
                 backend=cfg.eval.backend,
             )
         )
-    max_epochs = cfg.trainer.get("max_epochs") or getattr(model, "max_epochs", None)
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        callback = hydra.utils.instantiate(node)
+        if isinstance(callback, lightning.pytorch.callbacks.ProgressBar) and not cfg.progress:
+            continue  # progress=false: every bar off
+        if isinstance(callback, lightning.pytorch.callbacks.LearningRateMonitor) and logger is None:
+            log.warning("callbacks.%s: a LearningRateMonitor needs a logger (logger=none); not used", name)
+            continue
+        callbacks.append(callback)
+    return callbacks
+
+
+def build_trainer(
+    cfg: DictConfig, logger: Any | None, split: Split, model: lightning.LightningModule
+) -> lightning.Trainer:
+    """The Lightning Trainer of cfg.trainer with the callbacks group; in tune mode it evaluates the validation day.
+
+    The number of epochs is the model's (`model.max_epochs`: SASRec's epochs, iALS's sweeps) unless
+    `trainer.max_epochs` overrides it (checked >= 1 up front).
+    """
+    callbacks = build_callbacks(cfg, split, logger)
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is None:
+        max_epochs = getattr(model, "max_epochs", None)
+    checkpoints = any(isinstance(c, lightning.pytorch.callbacks.ModelCheckpoint) for c in callbacks)
     return hydra.utils.instantiate(
         cfg.trainer,
         logger=logger if logger is not None else False,
         default_root_dir=cfg.paths.output_dir,
         callbacks=callbacks,
         max_epochs=max_epochs,
+        enable_checkpointing=checkpoints,  # only the callbacks group's: never Lightning's default folder
+        enable_progress_bar=bool(cfg.progress),
     )
 
 
@@ -97,16 +245,120 @@ def write_recommendations(split: Split, items: torch.Tensor, scores: torch.Tenso
     write_parquet(table, path)
 
 
+# --- the run -----------------------------------------------------------------------------------------------------
+
+
+class _Quiet(logging.Filter):
+    """Lightning's advertising tips and accelerator inventory: noise in every run's log."""
+
+    NOISE = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+def quiet_third_party() -> None:
+    """Drop Lightning's noise (idempotent); its own console handler goes where Hydra's logging is configured."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Quiet) for f in logger.filters):
+            logger.addFilter(_Quiet())
+    if logging.getLogger().handlers:  # Hydra (or the user) configured logging: one copy of each line, in its log
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+                logger.removeHandler(handler)
+    for message in (
+        ".*does not have many workers.*",  # num_workers=0 is a deliberate choice on CPU
+        ".*smaller than the logging interval.*",  # tiny data: one batch per epoch
+        ".*returned `None`, this fit will run with no optimizer.*",  # iALS: manual optimization, by design
+        r".*isinstance\(treespec, LeafSpec\).*",  # a torch deprecation inside Lightning
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def _ensure_run_id(cfg: DictConfig) -> str:
+    try:
+        run_id = cfg.get("run_id")
+    except Exception:  # the resolver is yambda-train's: a direct call gets its own id
+        run_id = None
+    with open_dict(cfg):
+        cfg.run_id = str(run_id or new_run_id())
+    return cfg.run_id
+
+
+def resolve_checkpoint(cfg: DictConfig, out: Path) -> Path | None:
+    """model.ckpt_path: "last" is <run folder>/checkpoints/last.ckpt; a checkpoint that is not there is an error."""
+    ckpt = cfg.model.get("ckpt_path")
+    if ckpt is None:
+        return None
+    path = out / CHECKPOINTS / "last.ckpt" if ckpt == "last" else Path(ckpt)
+    if not path.is_file():
+        where = f"no checkpoint in {out / CHECKPOINTS}" if ckpt == "last" else f"{path} does not exist"
+        raise ConfigError(f"model.ckpt_path={ckpt}: {where}; resume in the folder of the run that wrote it")
+    with open_dict(cfg):
+        cfg.model.ckpt_path = str(path.resolve())
+    return path.resolve()
+
+
+def _hydra_keep(out: Path) -> tuple[str, ...]:
+    """Hydra's files of this run (written before train() starts): its .hydra/ folder and the job's log file."""
+    hc = _hydra_cfg()
+    if hc is None or Path(hc.runtime.output_dir).resolve() != out.resolve():
+        return ()
+    return (*([str(hc.output_subdir)] if hc.output_subdir else []), f"{hc.job.name}.log")
+
+
+def _truncate_job_log(out: Path) -> None:
+    """A rerun's job log starts empty (Hydra opened it in append mode, before the run claimed its folder)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out.resolve():
+            handler.flush()
+            handler.stream.truncate(0)
+
+
+def _rank_zero() -> bool:
+    """False in the processes a DDP launcher starts for ranks other than 0 (it sets these variables)."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment end to end and write its outputs to cfg.paths.output_dir; return metrics.json's dict."""
+    """Run one experiment end to end in cfg.paths.output_dir, which it owns; return metrics.json's dict."""
+    register_resolvers()
+    quiet_third_party()
+    run_id = _ensure_run_id(cfg)
+    ks, protocol = check_config(cfg, CONFIG_DIR)  # every cheap check before any work
+    out = Path(cfg.paths.output_dir)
+    resume_from = resolve_checkpoint(cfg, out)
+    folder = RunFolder(out, run_id)
+    if not _rank_zero():  # a DDP worker runs this script again: rank 0 owns the folder and writes its files
+        return _run(cfg, folder, ks, protocol, resume_from)
+    resume = resume_from is not None and resume_from.parent == (out / CHECKPOINTS).resolve()
+    folder.claim(resume=resume, keep=_hydra_keep(out))
+    if not resume:
+        _truncate_job_log(out)
+    try:
+        return _run(cfg, folder, ks, protocol, resume_from)
+    except BaseException:
+        folder.fail()
+        raise
+
+
+def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resume_from: Path | None) -> dict[str, Any]:
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lightning.seed_everything(cfg.seed, workers=True, verbose=False)
-    ks = sorted(int(k) for k in cfg.ks)
+    out = folder.path
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if _rank_zero():
+        folder.write_config(config)
+    log.info("run %s in %s", folder.run_id, out)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)  # before any work: torch's pool is sized on first use
+    from yambda_dl.utils import progress
 
-    protocol = Protocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
+    progress.set_enabled(bool(cfg.progress))
+    lightning.seed_everything(cfg.seed, workers=True, verbose=False)
+
     layout = prepare_data(cfg.data, protocol.source_file())
     t = time.perf_counter()
     split = make_split(
@@ -117,14 +369,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     timings["split_s"] = time.perf_counter() - t
     if ks[-1] > split.num_items:
-        raise ValueError(
+        raise ConfigError(
             f"ks={ks}: k={ks[-1]} is larger than the {split.num_items} candidate (train) items; lower `ks`"
         )
+    if _rank_zero():
+        folder.write_manifest(manifest(cfg, split))
 
-    model = build_model(cfg.model)
     logger = build_logger(cfg)
-    trainer = build_trainer(cfg, logger, split, model) if isinstance(model, lightning.LightningModule) else None
+    if logger is not None:
+        logger.log_hyperparams(config)  # at the start: a run that dies still shows what it was
     summary = {
+        "run_id": folder.run_id,
         "model": cfg.model.name,
         "data": cfg.data.name,
         "size": cfg.data.size,
@@ -132,8 +387,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "mode": protocol.mode,
         "filter_seen": bool(cfg.eval.filter_seen),
     }
-    metrics, refusal = None, None
+    metrics, refusal, trainer = None, None, None
     try:
+        model = build_model(cfg.model)
+        if isinstance(model, lightning.LightningModule):
+            trainer = build_trainer(cfg, logger, split, model)
+        if resume_from is not None:
+            log.info("resuming from %s", resume_from)
         t = time.perf_counter()
         model.fit(split, trainer=trainer)
         timings["fit_s"] = time.perf_counter() - t
@@ -150,10 +410,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             item_tile=cfg.eval.item_tile,
         )
         timings["recommend_s"] = time.perf_counter() - t
-    except MemoryError as error:  # a model's up-front memory check, with its numbers (or a real allocation failure)
+    except _refusals() as error:  # a model's up-front memory check, with its numbers, or a missing optional extra
         if not cfg.continue_on_refusal:
+            _close_logger(logger, None)
             raise
         refusal = str(error)
+        log.warning("%s refused: %s", cfg.model.name, refusal)
     if refusal is None:
         t = time.perf_counter()
         metrics = evaluate(items, split.targets, split.num_items, ks)
@@ -167,50 +429,82 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "peak_memory_mb": runinfo.peak_rss_mb(),
         "split": split.describe(),
     }
-    if trainer is not None and not trainer.is_global_zero:
+    if not _rank_zero() or (trainer is not None and not trainer.is_global_zero):
         return result  # under DDP every rank ranks and evaluates identically; one writes the outputs
-    if logger is not None:
-        if metrics is not None:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-            day = "test" if protocol.mode == "final" else "val"  # tune mode evaluates the validation day
-            logger.log_metrics({f"{day}/{name}": value for name, value in metrics.items()})
-        logger.finalize("success" if metrics is not None else "failed")
+    if logger is not None and metrics is not None:
+        day = "test" if protocol.mode == "final" else "val"  # tune mode evaluates the validation day
+        logger.log_metrics({f"{day}/{name}": value for name, value in metrics.items()})
     if cfg.save_recommendations and metrics is not None:
         write_recommendations(split, items, scores, out / "recommendations.parquet")
-    write_run(cfg, split, result)
+    folder.finish(result, status="finished" if refusal is None else "refused")
+    _close_logger(logger, folder)
     title = f"{cfg.model.name} on {cfg.data.name} ({protocol.setup}, {protocol.mode})"
     if metrics is None:
-        print(f"\n{title} refused: {refusal}\noutputs in {out}")
+        log.warning("%s refused: %s; outputs in %s", title, refusal, out)
     else:
-        print(f"\n{title}; outputs in {out}")
-        print(format_metrics_table(metrics, ks))
+        log.info("%s; outputs in %s\n%s", title, out, format_metrics_table(metrics, ks))
     return result
 
 
-def write_run(cfg: DictConfig, split: Split, result: dict[str, Any]) -> dict[str, Any]:
-    """config.yaml, manifest.json (fingerprint, seeds, versions, machine), then metrics.json, which marks the end."""
-    out = Path(cfg.paths.output_dir)
-    runinfo.write_text(OmegaConf.to_yaml(cfg, resolve=True), out / "config.yaml")
-    runinfo.write_json(
-        {
-            "data_fingerprint": split.meta["source"]["fingerprint"],
-            "split_key": split.key,
-            "split_path": str(split.path),
-            "seeds": {"seed": int(cfg.seed), "data_seed": int(cfg.data.seed)},
-            "versions": runinfo.package_versions(),
-            "git_revision": runinfo.git_revision(),
-            "machine": runinfo.machine(),
-            "command": runinfo.command_line(),
-        },
-        out / "manifest.json",
-    )
-    runinfo.write_json(result, out / "metrics.json")  # last: its presence marks a finished run
-    return result
+def _close_logger(logger: Any | None, folder: RunFolder | None) -> None:
+    """End the logger's run; W&B gets metrics.json and config.yaml as artifacts, and its run is closed per job."""
+    if logger is None:
+        return
+    logger.finalize("success" if folder is not None else "failed")
+    if type(logger).__name__ != "WandbLogger":
+        return
+    import wandb
+
+    if folder is not None:
+        artifact = wandb.Artifact(f"run-{folder.run_id}", type="run")
+        for name in ("metrics.json", "config.yaml"):
+            artifact.add_file(str(folder.path / name))
+        logger.experiment.log_artifact(artifact)
+    wandb.finish()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def manifest(cfg: DictConfig, split: Split) -> dict[str, Any]:
+    """What reproduces the run: data fingerprint, split, seeds, versions, git revision, machine, command."""
+    return {
+        "data_fingerprint": split.meta["source"]["fingerprint"],
+        "split_key": split.key,
+        "split_path": str(split.path),
+        "seeds": {"seed": int(cfg.seed), "data_seed": int(cfg.data.seed)},
+        "versions": runinfo.package_versions(),
+        "git_revision": runinfo.git_revision(),
+        "machine": runinfo.machine(),
+        "command": runinfo.command_line(),
+    }
+
+
+def _task(cfg: DictConfig) -> None:
+    """One Hydra job: a config error or a busy folder is one line on stderr and exit status 2, not a traceback."""
+    try:
+        train(cfg)
+    except (ConfigError, RunFolderBusy) as error:
+        log.error("%s", error)
+        print(f"yambda-train: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _model_overrides_as_sweepable(argv: list[str]) -> list[str]:
+    """In a sweep, `model.<key>=v` becomes `++model.<key>=v`.
+
+    Hydra composes a sweep's master config with the default model (mostpop), where a key of the swept models does not
+    exist, and refuses the override before any job runs. `++` lets each job's model take it; a job whose model has no
+    such key is then refused by check_config with the model's settings listed.
+    """
+    sweep = any(a in ("-m", "--multirun") or a.startswith(("experiment=", "hparams_search=")) for a in argv)
+    if not sweep:
+        return argv
+    return [f"++{a}" if re.match(r"model\.[\w.]+=", a) else a for a in argv]
+
+
+def main() -> None:
+    """The `yambda-train` command."""
+    register_resolvers()
+    sys.argv[1:] = _model_overrides_as_sweepable(sys.argv[1:])
+    hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(_task)()
 
 
 if __name__ == "__main__":

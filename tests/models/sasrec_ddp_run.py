@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning
 import numpy as np
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 
 from yambda_dl.data.split import load_split
@@ -42,7 +43,8 @@ def main(split_folder: Path, out: Path) -> None:
         max_epochs=KEYS["epochs"],
         logger=False,
         default_root_dir=out,
-        callbacks=[users],
+        # checkpoints as configs/callbacks/model_checkpoint.yaml writes them (last.ckpt is restored by the test)
+        callbacks=[users, ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_epochs=1)],
         enable_progress_bar=False,
         enable_model_summary=False,
     )

@@ -231,11 +231,16 @@ def test_resumed_run_ends_like_one_that_ran_through(split, tmp_path):
     import lightning
 
     def trainer(folder, epochs):
+        # checkpoints as configs/callbacks/model_checkpoint.yaml writes them: every epoch plus last.ckpt
+        checkpoint = lightning.pytorch.callbacks.ModelCheckpoint(
+            dirpath=tmp_path / folder / "checkpoints", every_n_epochs=1, save_last=True, save_top_k=1
+        )
         return lightning.Trainer(
             accelerator="cpu",
             max_epochs=epochs,
             logger=False,
             default_root_dir=tmp_path / folder,
+            callbacks=[checkpoint],
             enable_progress_bar=False,
             enable_model_summary=False,
         )

@@ -14,6 +14,7 @@ import torch
 from yambda_dl.data import views
 from yambda_dl.eval.retrieval import CSR, topk
 from yambda_dl.models.base import VectorRecommender
+from yambda_dl.utils.progress import Progress
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
@@ -34,6 +35,7 @@ def recommend_all(
     """(item_idx int64 (num_users, k), scores float32 (num_users, k)) for users 0..num_users-1, best first."""
     item_vectors = model.item_vectors() if isinstance(model, VectorRecommender) else None
     items, scores = [], []
+    progress = Progress("scoring", total=num_users, unit="users")  # a line every few seconds, or a bar on a TTY
     for start in range(0, num_users, batch_users):
         users = torch.arange(start, min(start + batch_users, num_users))
         mask = csr_rows(exclude, start, start + len(users)) if exclude is not None else None
@@ -52,6 +54,8 @@ def recommend_all(
             batch_items, batch_scores = model.recommend(users, k, exclude=mask)
         items.append(torch.as_tensor(batch_items, dtype=torch.int64).cpu())
         scores.append(torch.as_tensor(batch_scores, dtype=torch.float32).cpu())
+        progress.update(len(users))
+    progress.summary(f"top-{k} of {num_users:,} users")
     if not items:
         return torch.zeros((0, k), dtype=torch.int64), torch.zeros((0, k), dtype=torch.float32)
     return torch.cat(items), torch.cat(scores)

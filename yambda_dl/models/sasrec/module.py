@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import lightning
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
@@ -46,7 +46,7 @@ class TrainingConfig:
     num_workers: int = 0  # dataloader workers per process (0: read in the training process)
     seed: int = 0  # weights, data order, dropout and negatives all follow from it
     compile: bool = False  # torch.compile the network (GPU runs; CPU tests stay eager)
-    ckpt_path: str | None = None  # resume from this checkpoint ("last": the newest in the run's checkpoint folder)
+    ckpt_path: str | None = None  # resume from this checkpoint (yambda-train resolves "last" to the run's last.ckpt)
     early_stopping_patience: int | None = None  # validations without improvement before stopping (tune mode)
     early_stopping_monitor: str = "val/ndcg@100"  # the sweep objective RankingEvaluation logs
     score_batch_size: int = 1024  # users per forward pass when computing user vectors
@@ -159,10 +159,9 @@ class SASRec(lightning.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.training_config.lr)
 
     def configure_callbacks(self) -> list[lightning.Callback]:
-        """A checkpoint every epoch (plus last.ckpt to resume from) and, when asked, early stopping."""
+        """Early stopping, when asked. Checkpoints are the Trainer's (the app's callbacks group writes them into
+        <run folder>/checkpoints, where model.ckpt_path=last finds them)."""
         callbacks: list[lightning.Callback] = []
-        if self.trainer.checkpoint_callback is not None:  # replaces the Trainer's default one
-            callbacks.append(ModelCheckpoint(every_n_epochs=1, save_last=True, save_top_k=1))
         cfg = self.training_config
         if cfg.early_stopping_patience is not None:
             # checked at train epoch end, after RankingEvaluation (a Trainer callback, so it runs first) logs

@@ -19,7 +19,7 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Sizes of the transformer; the defaults are the paper's (SPEC.md section 6)."""
+    """Sizes of the transformer; the defaults are the paper's (docs/protocol.md#sasrec)."""
 
     d_model: int = 64
     num_layers: int = 2
