@@ -1,10 +1,16 @@
-"""yambda-report: metrics.json files -> one Markdown table in the paper's layout, the paper's figures beside ours."""
+"""yambda-report: run folders -> one table in the paper's layout (Markdown, CSV, JSON), the paper's figures beside
+ours, seeds averaged with their spread, a sweep's best row marked, folders of unfinished runs skipped and named."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
-from yambda_dl.report import collect, main, markdown_table
+import pytest
+
+from yambda_dl.report import collect, collect_runs, main, markdown_table
+from yambda_dl.utils.rundir import RunFolder, new_run_id
 
 METRICS = {
     "paper_ndcg@10": 0.02,
@@ -14,13 +20,28 @@ METRICS = {
     "coverage@10": 0.001,
     "coverage@100": 0.002,
     "ndcg@10": 0.5,
+    "ndcg@100": 0.5,
 }
 
 
-def write_run(folder, model, size="small", data="synthetic_small", mode="final"):
-    folder.mkdir(parents=True)
-    run = {"model": model, "data": data, "size": size, "setup": "listen_plus", "mode": mode, "metrics": METRICS}
-    (folder / "metrics.json").write_text(json.dumps(run))
+def write_run(folder, model, size="small", data="synthetic_small", mode="final", metrics=None, config=None, **extra):
+    """A run folder as yambda-train leaves it, written through the real RunFolder: run.json, config.yaml,
+    manifest.json and metrics.json of one run id."""
+    run = RunFolder(folder, new_run_id())
+    run.claim()
+    run.write_config(config if config is not None else {"model": {"name": model}})
+    run.write_manifest({})
+    result = {"model": model, "data": data, "size": size, "setup": "listen_plus", "mode": mode}
+    run.finish(result | {"metrics": METRICS if metrics is None else metrics} | extra)
+
+
+def write_configured_run(folder, model, metrics, seed=42, **settings):
+    config = {"seed": seed, "model": {"name": model, "seed": seed, **settings}, "eval": {"filter_seen": False}}
+    write_run(folder, model, metrics=metrics, config=config)
+
+
+def rows_of(table: str, model: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith(f"| {model}") or line.startswith(f"| **{model}")]
 
 
 def test_table_in_the_papers_order_and_columns(tmp_path):
@@ -41,7 +62,7 @@ def test_real_data_shows_the_papers_figures(tmp_path):
     write_run(tmp_path / "r", "mostpop", size="50m", data="yambda_50m")
     write_run(tmp_path / "t", "mostpop", size="50m", data="yambda_50m", mode="tune")
     table = markdown_table(collect([tmp_path]))
-    assert "| ↳ paper | 0.0186 | 0.0249 | 0.0064 | 0.0321 | 0.0000 | 0.0002 |" in table  # SPEC.md section 7
+    assert "| ↳ paper | 0.0186 | 0.0249 | 0.0064 | 0.0321 | 0.0000 | 0.0002 |" in table  # the paper's Table
     assert table.count("↳ paper") == 1  # the paper reports the test day only
 
 
@@ -54,36 +75,114 @@ def test_no_runs(tmp_path):
     assert markdown_table(collect([tmp_path])) == "no metrics.json found"
 
 
-def write_configured_run(folder, model, metrics, seed=42, **settings):
-    """A run folder as yambda-train leaves it: metrics.json beside the resolved config.yaml."""
-    write_run(folder, model)
-    run = json.loads((folder / "metrics.json").read_text()) | {"metrics": metrics}
-    (folder / "metrics.json").write_text(json.dumps(run))
-    config = {"seed": seed, "model": {"name": model, "seed": seed, **settings}, "eval": {"filter_seen": False}}
-    (folder / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
-
-
-def test_runs_that_differ_only_by_seed_are_averaged(tmp_path):
+def test_runs_that_differ_only_by_seed_are_averaged_with_their_spread(tmp_path):
     for seed, ndcg in ((0, 0.1), (1, 0.2), (2, 0.6)):
         write_configured_run(tmp_path / f"s{seed}", "ials", METRICS | {"paper_ndcg@10": ndcg}, seed=seed, factors=64)
-    rows = [line for line in markdown_table(collect([tmp_path])).splitlines() if line.startswith("| ials")]
-    assert rows == ["| ials (mean of 3 runs) | 0.3000 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |"]
-
-
-def test_a_sweeps_runs_are_labelled_by_the_settings_that_differ(tmp_path):
-    write_configured_run(tmp_path / "a", "decaypop", METRICS, hours=12.0, base=0.9)
-    write_configured_run(tmp_path / "b", "decaypop", METRICS | {"paper_ndcg@10": 0.5}, hours=1.0, base=0.9)
-    write_configured_run(tmp_path / "c", "decaypop", METRICS, hours=6.0, base=0.9)
-    rows = [line for line in markdown_table(collect([tmp_path])).splitlines() if line.startswith("| decaypop")]
-    assert rows == [  # in numeric order of the setting
-        "| decaypop hours=1.0 | 0.5000 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
-        "| decaypop hours=6.0 | 0.0200 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
-        "| decaypop hours=12.0 | 0.0200 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
+    rows = rows_of(markdown_table(collect([tmp_path])), "ials")
+    # mean 0.3, sample std sqrt(((0.2)^2 + (0.1)^2 + (0.3)^2) / 2) = 0.2646
+    assert rows == [
+        "| ials (mean ± std of 3 runs) | 0.3000 ± 0.2646 | 0.0300 ± 0.0000 | 0.0100 ± 0.0000 | 0.0400 ± 0.0000 "
+        "| 0.0010 ± 0.0000 | 0.0020 ± 0.0000 |"
     ]
 
 
+def test_a_sweeps_runs_are_labelled_by_the_settings_that_differ_and_the_best_is_bold(tmp_path):
+    write_configured_run(tmp_path / "a", "decaypop", METRICS, hours=12.0, base=0.9)
+    write_configured_run(
+        tmp_path / "b", "decaypop", METRICS | {"paper_ndcg@10": 0.5, "ndcg@100": 0.7}, hours=1.0, base=0.9
+    )
+    write_configured_run(tmp_path / "c", "decaypop", METRICS, hours=6.0, base=0.9)
+    table = markdown_table(collect([tmp_path]))
+    assert rows_of(table, "decaypop") == [  # in numeric order of the setting
+        "| **decaypop hours=1.0** | 0.5000 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
+        "| decaypop hours=6.0 | 0.0200 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
+        "| decaypop hours=12.0 | 0.0200 | 0.0300 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |",
+    ]
+    assert "Bold: the best row of a model by ndcg@100." in table
+
+
+def test_best_by_another_metric(tmp_path, capsys):
+    write_configured_run(tmp_path / "a", "decaypop", METRICS | {"coverage@10": 0.9}, hours=12.0)
+    write_configured_run(tmp_path / "b", "decaypop", METRICS | {"ndcg@100": 0.7}, hours=1.0)
+    assert main([str(tmp_path), "--best-by", "coverage@10"]) == 0
+    assert "| **decaypop hours=12.0** |" in capsys.readouterr().out
+    assert main([str(tmp_path), "--best-by", "mrr@10"]) == 2
+    assert "--best-by 'mrr@10' is not a metric of these runs; valid choices: coverage@10" in capsys.readouterr().err
+
+
+def test_csv_and_json_carry_every_metric_with_mean_std_and_best(tmp_path, capsys):
+    for seed, ndcg in ((0, 0.2), (1, 0.4)):
+        write_configured_run(tmp_path / f"i{seed}", "ials", METRICS | {"ndcg@10": ndcg}, seed=seed)
+    write_run(tmp_path / "m", "mostpop", size="50m", data="yambda_50m")
+    assert main([str(tmp_path), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["model"], r["label"], r["source"], r["runs"], r["best"]) for r in rows] == [
+        ("ials", "ials", "runs", "2", "true"),
+        ("mostpop", "mostpop", "runs", "1", "true"),
+        ("mostpop", "paper", "paper", "0", "false"),
+    ]
+    assert float(rows[0]["ndcg@10"]) == pytest.approx(0.3) and float(rows[0]["ndcg@10_std"]) == pytest.approx(
+        0.1414, abs=1e-4
+    )
+    assert rows[1]["ndcg@10_std"] == "" and float(rows[2]["paper_ndcg@10"]) == 0.0186
+
+    assert main([str(tmp_path), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [row["model"] for row in data] == ["ials", "mostpop", "mostpop"]
+    assert data[0]["ndcg@10"] == pytest.approx(0.3) and data[0]["paper_recall@100"] == 0.04
+    assert data[1]["ndcg@10_std"] is None and data[2]["ndcg@10"] is None  # the paper has no standard NDCG
+
+
 def test_runs_without_their_config_are_never_averaged(tmp_path):
-    write_run(tmp_path / "x", "mostpop")
-    write_run(tmp_path / "y", "mostpop")
-    rows = [line.split(" |")[0] for line in markdown_table(collect([tmp_path])).splitlines() if "mostpop" in line]
+    write_run(tmp_path / "x", "mostpop", config={})
+    write_run(tmp_path / "y", "mostpop", config={})
+    rows = [line.split(" |")[0] for line in rows_of(markdown_table(collect([tmp_path])), "mostpop")]
     assert rows == ["| mostpop (x)", "| mostpop (y)"]
+
+
+def test_a_refused_run_shows_as_refused(tmp_path):
+    write_run(tmp_path / "s", "sansa", metrics=None, refused="needs 120 GB")
+    write_run(tmp_path / "m", "mostpop")
+    # a refused run's metrics.json holds metrics None
+    run = RunFolder(tmp_path / "s", new_run_id())
+    run.claim()
+    run.write_config({"model": {"name": "sansa"}})
+    run.write_manifest({})
+    base = {"model": "sansa", "data": "synthetic_small", "size": "small", "setup": "listen_plus", "mode": "final"}
+    run.finish(base | {"metrics": None, "refused": "needs 120 GB"}, status="refused")
+    table = markdown_table(collect([tmp_path]))
+    assert "| sansa | refused (below) | | | | | |" in table and "sansa refused: needs 120 GB" in table
+    assert "| mostpop | 0.0200 |" in table
+
+
+def test_folders_of_unfinished_or_mixed_runs_are_skipped_and_named(tmp_path, capsys):
+    write_run(tmp_path / "good", "mostpop")
+    (tmp_path / "legacy").mkdir()  # metrics.json without run.json: a folder from before run ids
+    (tmp_path / "legacy" / "metrics.json").write_text(json.dumps({"model": "random", "metrics": METRICS}))
+    live = RunFolder(tmp_path / "running", new_run_id())
+    live.claim()  # run.json "running"
+    write_run(tmp_path / "mixed", "bpr")
+    other = json.loads((tmp_path / "mixed" / "metrics.json").read_text()) | {"run_id": "20000101-000000-00000000"}
+    (tmp_path / "mixed" / "metrics.json").write_text(json.dumps(other))
+
+    runs, skipped = collect_runs([tmp_path])
+    assert [run["model"] for run in runs] == ["mostpop"]
+    assert len(skipped) == 3
+    assert main([str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert len(err) == 3 and all(line.startswith("yambda-report: skipped ") for line in err)
+    assert any("legacy: no run.json" in line for line in err)
+    assert any("running" in line and "did not end (running)" in line for line in err)
+    assert any("mixed: metrics.json belongs to run 20000101-000000-00000000" in line for line in err)
+    assert "| mostpop |" in captured.out and "bpr" not in captured.out and "random" not in captured.out
+    live.fail()
+
+
+def test_runs_without_the_default_best_metric_are_reported_unmarked(tmp_path, capsys):
+    few = {"ndcg@3": 0.1, "coverage@3": 0.2}  # ks=(3,): no ndcg@100 to pick a best row by
+    write_configured_run(tmp_path / "a", "decaypop", few, hours=1.0)
+    write_configured_run(tmp_path / "b", "decaypop", few | {"ndcg@3": 0.2}, hours=2.0)
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| decaypop hours=1.0 |" in out and "**" not in out

@@ -1,4 +1,4 @@
-"""The Yambda paper's results (SPEC.md section 7; test day, paper-compatible metrics), for side-by-side reports.
+"""The Yambda paper's results (docs/protocol.md, "Paper results"; test day, paper-compatible metrics), for reports.
 
 PAPER[(size, setup)][model] = {metric: value}; metric names are ours: paper_ndcg@k, paper_recall@k, coverage@k.
 """

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from yambda_dl.eval import metrics
 from yambda_dl.eval.evaluator import evaluate, format_metrics_table
 
 
@@ -85,3 +86,15 @@ def test_bad_inputs_are_rejected(targets, ks, message):
 def test_recommendations_outside_the_candidates_are_rejected():
     with pytest.raises(ValueError, match=r"valid are -1 or 0\.\.6"):
         evaluate(RECS, TARGETS, num_items=7, ks=(1,))
+
+
+def test_evaluate_computes_a_newly_registered_metric(monkeypatch):
+    monkeypatch.setattr(metrics, "RANKING_METRICS", dict(metrics.RANKING_METRICS))  # registered for this test only
+
+    @metrics.ranking_metric("first_hit")
+    def first_hit(hits: metrics.Hits) -> torch.Tensor:
+        """Whether rank 1 is a hit, whatever k."""
+        return hits.relevant[:, :1].to(torch.float64).expand(-1, len(hits.ks))
+
+    got = evaluate(RECS, TARGETS, num_items=8, ks=(1, 3))
+    assert got["first_hit@1"] == got["first_hit@3"] == 0.5  # user 1's rank 1 (item 5) hits, user 3's does not

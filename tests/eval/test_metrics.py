@@ -1,4 +1,5 @@
-"""Ranking metrics and coverage against hand arithmetic and an independent per-user reference (SPEC.md 5)."""
+"""Ranking metrics and coverage against hand arithmetic and an independent per-user reference (docs/protocol.md),
+and the metric registry."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from yambda_dl.eval import metrics
 from yambda_dl.eval.metrics import coverage, ranking_metrics
 
 LOG2_3 = math.log2(3)
@@ -76,7 +78,7 @@ def test_unknown_targets_only_give_zero_not_nan():
 
 
 def _reference(recs: np.ndarray, rows: list[list[int]], ks: list[int]) -> dict[str, float]:
-    """Straightforward per-user loops, written from SPEC.md 5 independently of the vectorized code."""
+    """Straightforward per-user loops, written from docs/protocol.md independently of the vectorized code."""
     out = {}
     for k in ks:
         ndcg, recall, hit, dcg_sum, idcg_sum, paper_recall = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
@@ -127,7 +129,7 @@ def test_coverage_by_hand():
 
 
 def test_random_coverage_follows_the_occupancy_formula():
-    # SPEC 7: Random coverage@k = 1 - exp(-U k / N); U=2000, N=50,000, k=10 -> 1 - exp(-0.4) = 0.3297
+    # docs/protocol.md (Paper results): coverage@k = 1 - exp(-U k / N); U=2000, N=50,000, k=10 -> 1 - exp(-0.4) = 0.3297
     generator = torch.Generator().manual_seed(0)
     recs = torch.randint(0, 50_000, (2_000, 100), generator=generator)
     got = coverage(recs, num_items=50_000, ks=(10, 100))
@@ -165,3 +167,57 @@ def test_offsets_not_matching_recs_are_rejected():
 def test_coverage_rejects_items_outside_the_candidates():
     with pytest.raises(ValueError, match=r"valid are -1 or 0\.\.4"):
         coverage(torch.tensor([[0, 5]]), num_items=5, ks=(2,))
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """Registrations made in a test go into copies of the registries, so other tests see the built-in ones."""
+    monkeypatch.setattr(metrics, "RANKING_METRICS", dict(metrics.RANKING_METRICS))
+    monkeypatch.setattr(metrics, "CATALOGUE_METRICS", dict(metrics.CATALOGUE_METRICS))
+
+
+def test_a_newly_registered_metric_is_computed(own_registry):
+    @metrics.ranking_metric("mrr")
+    def mrr(hits: metrics.Hits) -> torch.Tensor:
+        """1 / rank of the first hit within k, 0 without a hit."""
+        ranks = torch.arange(1, hits.relevant.shape[1] + 1, dtype=torch.float64)
+        return hits.at_k((hits.relevant / ranks).cummax(1).values)
+
+    recs, offsets, items = _hand_case()
+    got = ranking_metrics(recs, offsets, items, ks=(1, 3))
+    # user 0 hits at ranks 1 and 3 -> 1; user 1 never hits -> 0
+    assert got["mrr@1"] == got["mrr@3"] == 0.5
+    assert got["ndcg@3"] == pytest.approx((1.5 / (1 + 1 / LOG2_3 + 0.5)) / 2, abs=1e-15)  # built-ins unchanged
+    assert "mrr" in metrics.registered_metrics()
+
+
+def test_a_newly_registered_ratio_of_means_metric(own_registry):
+    @metrics.ranking_metric("hits_per_target", ratio_of_means=True)
+    def hits_per_target(hits: metrics.Hits) -> tuple[torch.Tensor, torch.Tensor]:
+        return hits.hits, hits.n_targets.to(torch.float64).unsqueeze(1).expand_as(hits.hits)
+
+    recs, offsets, items = _hand_case()
+    got = ranking_metrics(recs, offsets, items, ks=(3,), names=["hits_per_target"])
+    assert got == {"hits_per_target@3": (2 + 0) / (4 + 2)}  # only the metric asked for
+
+
+def test_a_newly_registered_catalogue_metric(own_registry):
+    @metrics.catalogue_metric("distinct_share")
+    def distinct_share(recs: torch.Tensor, num_items: int, ks: list[int]) -> list[float]:
+        return [len({int(i) for i in recs[:, :k].flatten() if i >= 0}) / num_items for k in ks]
+
+    recs = torch.tensor([[0, 1, 2], [1, 3, -1]])
+    got = metrics.catalogue_metrics(recs, num_items=8, ks=(1, 3))
+    assert got == {"coverage@1": 0.25, "coverage@3": 0.5, "distinct_share@1": 0.25, "distinct_share@3": 0.5}
+
+
+@pytest.mark.parametrize(("name", "message"), [("ndcg", "already registered"), ("NDCG@5", "lower-case")])
+def test_bad_metric_names_are_rejected(own_registry, name, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.ranking_metric(name)
+
+
+def test_unknown_metric_names_are_rejected():
+    recs, offsets, items = _hand_case()
+    with pytest.raises(ValueError, match=r"unknown metric.*'mrr'.*valid choices: ndcg, recall"):
+        ranking_metrics(recs, offsets, items, ks=(1,), names=["mrr"])

@@ -1,4 +1,4 @@
-"""Recommendations + targets -> every metric of SPEC.md section 5: the one place metrics are computed.
+"""Recommendations + targets -> every registered metric (docs/protocol.md): the one place metrics are computed.
 
 Model-agnostic: it sees dense item indices and target CSR arrays, never a model. Cheap to call repeatedly (a
 validation callback): no state, no copies beyond the evaluated users' rows and the metrics' own chunks.
@@ -12,24 +12,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from yambda_dl.eval.metrics import coverage, ranking_metrics, validated_ks
+from yambda_dl.eval.metrics import catalogue_metrics, ranking_metrics, validated_ks
 
 DEFAULT_KS = (10, 50, 100)
 TABLE_ROWS = ("ndcg", "recall", "hitrate", "paper_ndcg", "paper_recall", "coverage")
 
 
 def evaluate(recs: Tensor, targets: Any, num_items: int, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """All metrics for the top-K recs (n_users, K) of ALL ranked users (row = user_idx), and the targets.
+    """Every registered metric for the top-K recs (n_users, K) of ALL ranked users (row = user_idx), and the targets.
 
     targets: any object with user_idx (n_eval,), offsets (n_eval + 1,) and item_idx (n_targets,) int64 arrays.
-    Ranking metrics use the evaluated users' rows; coverage uses every ranked user's row.
+    Ranking metrics use the evaluated users' rows; catalogue metrics (coverage) use every ranked user's row.
     """
     recs = torch.as_tensor(recs)
     ks = validated_ks(ks, recs)
     user_idx = _validated_user_idx(targets.user_idx, recs.shape[0]).to(recs.device)
     offsets, items = torch.as_tensor(targets.offsets), torch.as_tensor(targets.item_idx)
     metrics: dict[str, float] = dict(ranking_metrics(recs.index_select(0, user_idx), offsets, items, ks))
-    metrics |= coverage(recs, num_items, ks)
+    metrics |= catalogue_metrics(recs, num_items, ks)
     metrics["num_evaluated_users"] = int(user_idx.numel())
     metrics["num_ranked_users"] = int(recs.shape[0])
     return metrics

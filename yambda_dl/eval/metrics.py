@@ -1,4 +1,10 @@
-"""Ranking metrics of SPEC.md section 5 (standard and paper-compatible) and catalogue coverage, in pure torch.
+"""Ranking metrics (standard and paper-compatible) and catalogue coverage, in pure torch (docs/protocol.md).
+
+Every metric is a small named function in a registry, so a new metric is one function and one test:
+
+- a ranking metric is `fn(hits: Hits) -> per-user values (users, len(ks))`, averaged over the evaluated users
+  (or `-> (numerator, denominator)`, a ratio of the two means, with `ratio_of_means=True`);
+- a catalogue metric is `fn(recs_all_ranked, num_items, ks) -> one value per k`, over every ranked user's list.
 
 Vectorized over users in chunks: memory grows with user_chunk x K (plus the chunk's targets), never with
 users x K or users x items. Sums accumulate in float64 so means over millions of users stay exact to ~1e-12.
@@ -6,56 +12,146 @@ users x K or users x items. Sums accumulate in float64 so means over millions of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
 
 DEFAULT_USER_CHUNK = 16_384  # 16k users x 100 ranks x 8 bytes = 13 MB per int64 block: small next to RAM
-# Rows of the per-k accumulator; the public names are built from the first three and the paper's two.
-_SUMS = ("ndcg", "recall", "hitrate", "dcg", "idcg", "paper_recall")
 
 
-def ranking_metrics(
-    recs: Tensor,
-    target_offsets: Tensor,
-    target_items: Tensor,
-    ks: Sequence[int],
-    *,
-    user_chunk: int = DEFAULT_USER_CHUNK,
-) -> dict[str, float]:
-    """Standard `ndcg@k`, `recall@k`, `hitrate@k`; paper-compatible `paper_ndcg@k`, `paper_recall@k` (SPEC 5).
+# --- the registry -------------------------------------------------------------------------------------------
 
-    recs: (n_eval, K) dense item indices, -1 = no item; targets: CSR rows aligned with recs, duplicates kept,
-    -1 = a target outside the candidates (counts in |T_u|, never hit). Relevance is set membership in T_u.
+
+@dataclass(frozen=True)
+class Hits:
+    """What every ranking metric is a function of, for one chunk of evaluated users (rows) and the cutoffs ks.
+
+    The derived quantities are computed once per chunk, on first use, and shared by all metrics.
     """
-    ks = validated_ks(ks, recs)
-    _validate_targets(recs, target_offsets, target_items)
-    device = recs.device
-    offsets = target_offsets.to(device=device, dtype=torch.int64)
-    items = target_items.to(device=device, dtype=torch.int64)
-    k_max = max(ks)
-    # disc(r) = 1 / log2(r + 1) for r = 1..k_max; ideal[j - 1] = IDCG with j relevant ranks
-    disc = 1.0 / torch.log2(torch.arange(2, k_max + 2, dtype=torch.float64, device=device))
-    ideal = disc.cumsum(0)
-    key_base = int(max(int(recs.max()), int(items.max()), 0)) + 1
-    sums = torch.zeros(len(_SUMS), len(ks), dtype=torch.float64, device=device)
-    for start in range(0, recs.shape[0], user_chunk):
-        stop = min(start + user_chunk, recs.shape[0])
-        relevant = _relevance(recs[start:stop, :k_max], offsets[start : stop + 1], items, key_base)
-        sums += _chunk_sums(relevant, offsets[start : stop + 1].diff(), disc, ideal, ks)
-    return _means(sums.tolist(), recs.shape[0], ks)
+
+    relevant: Tensor  # (users, k_max) bool: the item at rank r is in the user's target SET
+    n_targets: Tensor  # (users,) int64 |T_u|: duplicates and targets outside the candidates (-1) included
+    ks: Tensor  # (len(ks),) int64 cutoffs, in the caller's order
+    disc: Tensor  # (k_max,) float64 disc(r) = 1 / log2(r + 1)
+    ideal: Tensor  # (k_max,) float64 ideal[j - 1] = IDCG with j relevant ranks
+
+    def at_k(self, per_rank: Tensor) -> Tensor:
+        """Columns k - 1 of a (users, k_max) per-rank tensor: its values at each cutoff, (users, len(ks))."""
+        return per_rank[:, self.ks - 1]
+
+    @cached_property
+    def dcg(self) -> Tensor:
+        """DCG@k per user, (users, len(ks)) float64."""
+        return self.at_k((self.relevant * self.disc).cumsum(1))
+
+    @cached_property
+    def hits(self) -> Tensor:
+        """Hits in the top k per user, (users, len(ks)) float64."""
+        return self.at_k(self.relevant.cumsum(1)).to(torch.float64)
+
+    @cached_property
+    def n_relevant(self) -> Tensor:
+        """min(k, |T_u|) per user, (users, len(ks)) int64: the most hits the top k can hold."""
+        return torch.minimum(self.n_targets.unsqueeze(1), self.ks.unsqueeze(0))
+
+    @cached_property
+    def idcg(self) -> Tensor:
+        """IDCG@k per user, (users, len(ks)) float64; > 0 since every evaluated user has a target."""
+        return self.ideal[self.n_relevant - 1]
 
 
-def coverage(recs_all_ranked: Tensor, num_items: int, ks: Sequence[int]) -> dict[str, float]:
-    """`coverage@k` = |union of the top-k of ALL ranked users| / num_items (the candidate items), SPEC 5.
+RankingFn = Callable[[Hits], "Tensor | tuple[Tensor, Tensor]"]
+CatalogueFn = Callable[[Tensor, int, list[int]], list[float]]
 
-    Memory: one bool per candidate item, plus a copy of the k columns being added (users x k int64).
+
+@dataclass(frozen=True)
+class RankingMetric:
+    fn: RankingFn
+    ratio_of_means: bool = False  # fn returns (numerator, denominator) per user; the metric is mean / mean
+
+
+RANKING_METRICS: dict[str, RankingMetric] = {}
+CATALOGUE_METRICS: dict[str, CatalogueFn] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _check_new_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"metric name {name!r}: use lower-case letters, digits and '_' (it becomes `{name}@k`)")
+    if name in RANKING_METRICS or name in CATALOGUE_METRICS:
+        raise ValueError(f"metric {name!r} is already registered; registered: {', '.join(registered_metrics())}")
+
+
+def ranking_metric(name: str, *, ratio_of_means: bool = False) -> Callable[[RankingFn], RankingFn]:
+    """Register `fn(hits) -> (users, len(ks)) float64` as metric `name@k`, the mean over evaluated users.
+
+    With ratio_of_means, fn returns (numerator, denominator) per user and the metric is their means' ratio.
     """
-    ks = validated_ks(ks, recs_all_ranked)
-    if num_items < 1:
-        raise ValueError(f"num_items={num_items}: coverage needs at least one candidate item")
-    _validate_item_range(recs_all_ranked, num_items)
+    _check_new_name(name)
+
+    def register(fn: RankingFn) -> RankingFn:
+        RANKING_METRICS[name] = RankingMetric(fn, ratio_of_means)
+        return fn
+
+    return register
+
+
+def catalogue_metric(name: str) -> Callable[[CatalogueFn], CatalogueFn]:
+    """Register `fn(recs_all_ranked, num_items, ks) -> [value per k]` as metric `name@k` (all ranked users)."""
+    _check_new_name(name)
+
+    def register(fn: CatalogueFn) -> CatalogueFn:
+        CATALOGUE_METRICS[name] = fn
+        return fn
+
+    return register
+
+
+def registered_metrics() -> list[str]:
+    """Every metric's name, ranking metrics first, in registration order."""
+    return [*RANKING_METRICS, *CATALOGUE_METRICS]
+
+
+# --- the metrics --------------------------------------------------------------------------------------------
+
+
+@ranking_metric("ndcg")
+def ndcg(hits: Hits) -> Tensor:
+    """Standard NDCG@k: DCG@k / IDCG@k per user, averaged."""
+    return hits.dcg / hits.idcg
+
+
+@ranking_metric("recall")
+def recall(hits: Hits) -> Tensor:
+    """Standard Recall@k: hits / min(k, |T_u|); a track repeated in T_u is hit once."""
+    return hits.hits / hits.n_relevant
+
+
+@ranking_metric("hitrate")
+def hitrate(hits: Hits) -> Tensor:
+    """HitRate@k: the share of evaluated users with at least one hit."""
+    return (hits.hits > 0).to(torch.float64)
+
+
+@ranking_metric("paper_ndcg", ratio_of_means=True)
+def paper_ndcg(hits: Hits) -> tuple[Tensor, Tensor]:
+    """The paper's NDCG@k: mean DCG@k / mean IDCG@k, a ratio of means (docs/protocol.md)."""
+    return hits.dcg, hits.idcg
+
+
+@ranking_metric("paper_recall")
+def paper_recall(hits: Hits) -> Tensor:
+    """The paper's Recall@k: hits / |T_u| with duplicates counted."""
+    return hits.hits / hits.n_targets.to(torch.float64).unsqueeze(1)
+
+
+@catalogue_metric("coverage")
+def _coverage(recs_all_ranked: Tensor, num_items: int, ks: list[int]) -> list[float]:
+    """|union of the top-k of all ranked users| / num_items; one bool per candidate item."""
     covered = torch.zeros(num_items, dtype=torch.bool, device=recs_all_ranked.device)
     shares: dict[int, float] = {}
     done = 0
@@ -65,7 +161,95 @@ def coverage(recs_all_ranked: Tensor, num_items: int, ks: Sequence[int]) -> dict
         covered[block[block >= 0]] = True
         shares[k] = int(covered.sum()) / num_items
         done = k
-    return {f"coverage@{k}": shares[k] for k in ks}
+    return [shares[k] for k in ks]
+
+
+# --- computing them -----------------------------------------------------------------------------------------
+
+
+def ranking_metrics(
+    recs: Tensor,
+    target_offsets: Tensor,
+    target_items: Tensor,
+    ks: Sequence[int],
+    *,
+    user_chunk: int = DEFAULT_USER_CHUNK,
+    names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Every registered ranking metric at every k (or those in `names`): `ndcg@k`, `recall@k`, `hitrate@k`,
+    `paper_ndcg@k`, `paper_recall@k`, ... (docs/protocol.md).
+
+    recs: (n_eval, K) dense item indices, -1 = no item; targets: CSR rows aligned with recs, duplicates kept,
+    -1 = a target outside the candidates (counts in |T_u|, never hit). Relevance is set membership in T_u.
+    """
+    ks = validated_ks(ks, recs)
+    chosen = _chosen(RANKING_METRICS, names)
+    _validate_targets(recs, target_offsets, target_items)
+    device = recs.device
+    offsets = target_offsets.to(device=device, dtype=torch.int64)
+    items = target_items.to(device=device, dtype=torch.int64)
+    k_max = max(ks)
+    disc = 1.0 / torch.log2(torch.arange(2, k_max + 2, dtype=torch.float64, device=device))
+    ideal = disc.cumsum(0)
+    ks_tensor = torch.tensor(ks, device=device)
+    key_base = int(max(int(recs.max()), int(items.max()), 0)) + 1
+    # per metric: the running sum over users, (len(ks),) float64; two rows for a ratio of means
+    sums = {
+        name: torch.zeros(2 if metric.ratio_of_means else 1, len(ks), dtype=torch.float64, device=device)
+        for name, metric in chosen.items()
+    }
+    for start in range(0, recs.shape[0], user_chunk):
+        stop = min(start + user_chunk, recs.shape[0])
+        chunk_offsets = offsets[start : stop + 1]
+        relevant = _relevance(recs[start:stop, :k_max], chunk_offsets, items, key_base)
+        hits = Hits(relevant, chunk_offsets.diff(), ks_tensor, disc, ideal)
+        for name, metric in chosen.items():
+            values = metric.fn(hits)
+            parts = values if metric.ratio_of_means else (values,)
+            sums[name] += torch.stack([part.sum(0) for part in parts])
+    n_eval = recs.shape[0]
+    out: dict[str, float] = {}
+    for name, metric in chosen.items():
+        rows = sums[name].tolist()
+        # a ratio of means: the n_eval factors cancel; the denominator (IDCG) is > 0 for every user
+        values = [a / b for a, b in zip(*rows, strict=True)] if metric.ratio_of_means else [a / n_eval for a in rows[0]]
+        out |= {f"{name}@{k}": value for k, value in zip(ks, values, strict=True)}
+    return out
+
+
+def catalogue_metrics(
+    recs_all_ranked: Tensor, num_items: int, ks: Sequence[int], *, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Every registered catalogue metric at every k (or those in `names`), over ALL ranked users' top-K."""
+    ks = validated_ks(ks, recs_all_ranked)
+    chosen = _chosen(CATALOGUE_METRICS, names)
+    if num_items < 1:
+        raise ValueError(f"num_items={num_items}: catalogue metrics need at least one candidate item")
+    _validate_item_range(recs_all_ranked, num_items)
+    out: dict[str, float] = {}
+    for name, fn in chosen.items():
+        out |= {f"{name}@{k}": value for k, value in zip(ks, fn(recs_all_ranked, num_items, ks), strict=True)}
+    return out
+
+
+def coverage(recs_all_ranked: Tensor, num_items: int, ks: Sequence[int]) -> dict[str, float]:
+    """`coverage@k` = |union of the top-k of ALL ranked users| / num_items (the candidate items).
+
+    Memory: one bool per candidate item, plus a copy of the k columns being added (users x k int64).
+    """
+    return catalogue_metrics(recs_all_ranked, num_items, ks, names=("coverage",))
+
+
+def _chosen(registry: dict, names: Sequence[str] | None) -> dict:
+    if names is None:
+        return dict(registry)
+    unknown = [name for name in names if name not in registry]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; valid choices: {', '.join(registry)}")
+    return {name: registry[name] for name in names}
+
+
+# --- checks and the relevance lookup ------------------------------------------------------------------------
 
 
 def validated_ks(ks: Sequence[int], recs: Tensor) -> list[int]:
@@ -130,27 +314,3 @@ def _relevance(recs: Tensor, offsets: Tensor, items: Tensor, key_base: int) -> T
     where = torch.searchsorted(target_keys, rec_keys).clamp_max(target_keys.numel() - 1)
     # a -1 rec would alias the previous user's largest item, hence the explicit check
     return (target_keys[where] == rec_keys) & (recs >= 0)
-
-
-def _chunk_sums(relevant: Tensor, n_targets: Tensor, disc: Tensor, ideal: Tensor, ks: list[int]) -> Tensor:
-    """Per-k sums over the chunk's users of each quantity in _SUMS, (len(_SUMS), len(ks)) float64."""
-    cols = torch.tensor(ks, device=relevant.device) - 1
-    dcg = (relevant * disc).cumsum(1)[:, cols]  # (users, len(ks)) float64
-    hits = relevant.cumsum(1)[:, cols].to(torch.float64)
-    t_u = n_targets.to(torch.float64).unsqueeze(1)  # |T_u| with duplicates and -1 targets
-    n_relevant = torch.minimum(n_targets.unsqueeze(1), cols.unsqueeze(0) + 1)  # min(k, |T_u|)
-    idcg = ideal[n_relevant - 1]
-    per_user = (dcg / idcg, hits / n_relevant, (hits > 0).to(torch.float64), dcg, idcg, hits / t_u)
-    return torch.stack([value.sum(0) for value in per_user])
-
-
-def _means(sums: list[list[float]], n_eval: int, ks: list[int]) -> dict[str, float]:
-    """Turn the accumulated sums into the flat metric dict; paper NDCG is a ratio of means (SPEC 5)."""
-    by_name = dict(zip(_SUMS, sums, strict=True))
-    out: dict[str, float] = {}
-    for name in ("ndcg", "recall", "hitrate"):
-        out |= {f"{name}@{k}": by_name[name][j] / n_eval for j, k in enumerate(ks)}
-    # mean DCG / mean IDCG: the n_eval factors cancel; IDCG > 0 since every user has a target
-    out |= {f"paper_ndcg@{k}": by_name["dcg"][j] / by_name["idcg"][j] for j, k in enumerate(ks)}
-    out |= {f"paper_recall@{k}": by_name["paper_recall"][j] / n_eval for j, k in enumerate(ks)}
-    return out
