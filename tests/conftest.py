@@ -70,15 +70,27 @@ def popularity_layout(tmp_path: Path) -> DatasetLayout:
     return layout
 
 
-# models whose reference implementation is an optional extra (`make setup-sansa`): skipped where it is absent
-OPTIONAL_MODEL_PACKAGES = {"sansa": "sansa"}
+# models whose reference implementation is an optional extra (`make setup-sansa`), with the packages it brings:
+# skipped where any is absent
+OPTIONAL_MODEL_PACKAGES = {"sansa": ("sansa", "sksparse")}
 
 
 def optional_model_param(name: str):
-    """A pytest param for a model name, skipped when the model's optional package is not installed."""
-    package = next((p for prefix, p in OPTIONAL_MODEL_PACKAGES.items() if name.startswith(prefix)), None)
-    missing = package is not None and importlib.util.find_spec(package) is None
-    return pytest.param(name, marks=pytest.mark.skipif(missing, reason=f"optional `{package}` extra not installed"))
+    """A pytest param for a model name, skipped when a package of the model's optional extra is not installed."""
+    extra, packages = next(((p, m) for p, m in OPTIONAL_MODEL_PACKAGES.items() if name.startswith(p)), (None, ()))
+    missing = [package for package in packages if importlib.util.find_spec(package) is None]
+    reason = f"optional `{extra}` extra not installed ({', '.join(missing)} missing)"
+    return pytest.param(name, marks=pytest.mark.skipif(bool(missing), reason=reason))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` skip themselves where CUDA is absent, so that none needs its own skipif."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="marked gpu: needs CUDA, which is absent here")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 def quiet_trainer(**settings) -> lightning.Trainer:

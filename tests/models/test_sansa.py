@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,9 +14,13 @@ from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
 from yambda_dl.data.views import SparseMatrix, user_item_matrix
 from yambda_dl.eval.recommend import recommend_all, seen_items
-from yambda_dl.models.sansa import GRAM_BYTES_PER_NONZERO, SANSA, estimate_gram_nonzeros
+from yambda_dl.models.base import OptionalDependencyError
+from yambda_dl.models.sansa import EXTRA_MODULES, GRAM_BYTES_PER_NONZERO, SANSA, estimate_gram_nonzeros
 
 from ..conftest import TEST_START, listen, write_flat
+
+EXTRA_MISSING = any(importlib.util.find_spec(name) is None for name in EXTRA_MODULES)
+needs_extra = pytest.mark.skipif(EXTRA_MISSING, reason="the optional `sansa` extra (make setup-sansa) is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +74,44 @@ def test_refuses_with_the_numbers_when_the_gram_cannot_fit(split):
     model = SANSA(memory_limit_gb=1e-9)
     with pytest.raises(MemoryError, match=r"13 nonzeros \(exact; upper bound .*memory_limit_gb=1e-09"):
         model.check_gram_fits(counts)
-    with pytest.raises(MemoryError):
-        model.fit(split)  # refused before the package is even imported
     fits = SANSA(memory_limit_gb=1.0).check_gram_fits(counts)
     assert fits.bytes == 13 * GRAM_BYTES_PER_NONZERO
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"l2": 0.0}, "l2 > 0"), ({"user_tile": 0}, ">= 1")])
+@needs_extra
+def test_fit_refuses_for_memory_before_importing_the_package(split, monkeypatch):
+    monkeypatch.delitem(sys.modules, "sansa", raising=False)  # so that an import would show in sys.modules
+    with pytest.raises(MemoryError):
+        SANSA(memory_limit_gb=1e-9).fit(split)
+    assert "sansa" not in sys.modules
+
+
+@pytest.mark.parametrize("module", EXTRA_MODULES)
+def test_a_missing_extra_is_refused_before_any_work(module, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # what Python's import machinery reports for an absent package
+    with pytest.raises(
+        OptionalDependencyError, match=rf"optional `sansa` extra \(.*{module}.*not installed\).*make setup-sansa"
+    ):
+        SANSA().fit(split=None)  # no split: the refusal comes before anything reads it
+    assert issubclass(OptionalDependencyError, ImportError)  # code that catches ImportError still catches it
+
+
+@needs_extra
+def test_shift_settings_reach_the_package():
+    config = SANSA(factorization_shift_step=0.5, factorization_shift_multiplier=3.0, scans=2).reference_config()
+    factorizer = config.gramian_factorizer_config
+    assert (factorizer.factorization_shift_step, factorizer.factorization_shift_multiplier) == (0.5, 3.0)
+    assert config.lower_triangle_inverter_config.scans == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"l2": 0.0}, "l2 > 0"),
+        ({"user_tile": 0}, ">= 1"),
+        ({"factorization_shift_multiplier": 1.0}, "factorization_shift_multiplier > 1.*=1.0"),
+    ],
+)
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SANSA(**kwargs)

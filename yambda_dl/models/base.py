@@ -1,4 +1,4 @@
-"""The Recommender contract every model follows (DESIGN.md), and the helpers that rank for it.
+"""The Recommender contract every model follows (docs/architecture.md, Contracts), and the helpers that rank for it.
 
 A model learns from a Split (through the views it needs) and returns, for dense user indices, its top-k dense item
 indices with their scores. Models that produce vectors implement `user_vectors`/`item_vectors` and let
@@ -49,3 +49,11 @@ def check_k(k: int, num_items: int) -> None:
 
 class NotFittedError(RuntimeError):
     """recommend() was called before fit()."""
+
+
+class OptionalDependencyError(ImportError):
+    """A model's optional extra is missing; the message names the extra and the command that installs it.
+
+    A refusal, like a MemoryError raised before fitting: with continue_on_refusal, train() records the message in
+    metrics.json ("refused") and a sweep goes on. An ImportError, so that code catching that still catches it.
+    """

@@ -1,4 +1,4 @@
-"""ItemKNN, the paper's item-item baseline (SPEC.md section 6), computed without the user x user matrix.
+"""ItemKNN, the paper's item-item baseline (docs/protocol.md, ItemKNN), computed without the user x user matrix.
 
 The official code scores user u and item i by a cosine in user space, between the user's profile and the item:
     e_u = P_u C^T                      P: users x items, time-decayed event sums; C: users x items train counts
@@ -14,6 +14,15 @@ The pruned variant (`neighbors=N`) is classic item-item CF: score(u, i) = sum_j 
 |C_i| = |C_j| cos(j, i), where each source item j keeps only its N best i (by cosine: |C_j| is constant along the
 row, so the order is the same). With every neighbour kept it equals the exact score times |e_u|. Each item counts
 itself among its neighbours, as the exact model does: re-listening is the main signal in music.
+
+normalize="paper" reproduces the official scripts as they ran, which is not the cosine their README describes: they
+normalise the transposed count matrix along its user axis (`sparse_normalize(user_item.T, dim=-1)`), so the item
+vectors are R^T = C^T D_u^-1 (each user's counts scaled to unit length, D_u = the user norms, with the script's
+1e-12 under the root) instead of unit item columns:
+    score(u, i) = sum_v e_u[v] C[v, i] / (|e_u| |C_v|)         C_v: user v's row of C
+and their profile entries whose decayed float32 sum is at most 1e-9 are dropped (`eliminate_zeros`; the cosine keeps
+all that float32 can hold). Here E_U = (P_U R^T) D_u, scored against item tiles of R^T; the pruned variant keeps
+M_ji = sum_v C_vj C_vi / |C_v|. The paper's ItemKNN figures come from that code; the cosine is the default.
 
 Which to use: the exact model's scoring costs users x nonzeros of C (its time grows with the square of the dataset's
 scale); the pruned one pays once for the neighbour search, the sum over users of their distinct items squared, then
@@ -47,13 +56,21 @@ if TYPE_CHECKING:
 # float32 rounding depends on the tile's shape, and a user's scores must not depend on how users are batched
 BYTES_PER_TORCH_NONZERO = 16
 
+# cosine: the README's cosine (unit item columns); paper: the official scripts' per-user normalisation (module doc)
+NORMALIZATIONS = ("cosine", "paper")
+# the official scripts drop profile entries whose float32 sum is at most this (eliminate_zeros' threshold)
+PAPER_MIN_WEIGHT = 1e-9
+# the official scripts' sparse_normalize adds this under the square root of each user's sum of squared counts
+PAPER_NORM_EPS = 1e-12
 
-def decayed_profiles(split: Split, hours: float, base: float = 0.9) -> SparseMatrix:
+
+def decayed_profiles(split: Split, hours: float, base: float = 0.9, min_weight: float = 0.0) -> SparseMatrix:
     """Users x items CSR of sum over the user's train events of base ** ((t_last(u) - t_e) / (3600 * hours)).
 
     t_last(u) is the user's last train timestamp; hours = 0 keeps only the events at that timestamp (weight 1 each,
-    as 0 ** 0 = 1 upstream). Weights that underflow float32 to 0 are dropped. One streaming pass (batches hold
-    whole users); memory: 8 bytes per nonzero, plus one batch.
+    as 0 ** 0 = 1 upstream). Entries whose float32 sum is at most min_weight are dropped (0: only those that
+    underflow; the official scripts: PAPER_MIN_WEIGHT). One streaming pass (batches hold whole users); memory:
+    8 bytes per nonzero, plus one batch.
     """
     if hours < 0:
         raise ValueError(f"ItemKNN hours must be >= 0 (0 = only the last timestamp's events), got {hours}")
@@ -70,7 +87,7 @@ def decayed_profiles(split: Split, hours: float, base: float = 0.9) -> SparseMat
         weights = (age == 0).astype(np.float64) if hours == 0 else np.power(base, age / (3600.0 * hours))
         keys, inverse = np.unique(users * split.num_items + batch["item_idx"], return_inverse=True)
         sums = np.bincount(inverse, weights=weights).astype(np.float32)
-        keep = sums > 0
+        keep = sums > np.float32(min_weight)  # compared in float32, as upstream compares its float32 tensor
         keys, sums = keys[keep], sums[keep]
         indptr[1:] += np.bincount(keys // split.num_items, minlength=split.num_users)
         indices.append((keys % split.num_items).astype(np.int32))
@@ -224,6 +241,7 @@ class ItemKNN:
 
     hours: decay 0.9 per `hours` hours back from the user's last train event (0 = only the last timestamp's events;
     the paper tunes it). neighbors: None = the exact model; N = each item keeps its N best neighbours (pruned).
+    normalize: "cosine" (the default) or "paper", the official scripts' per-user normalisation (module doc).
     user_tile / item_tile bound the scoring memory; neighbor_block_nonzeros bounds the item-item products of one
     block of the pruned variant's neighbour search (on the CPU, one block per torch thread runs at once). device:
     where the sparse products run (cpu, cuda).
@@ -238,7 +256,10 @@ class ItemKNN:
         item_tile: int = 262_144,
         neighbor_block_nonzeros: int = 1 << 25,
         device: str = "cpu",
+        normalize: str = "cosine",
     ) -> None:
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"ItemKNN normalize={normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
         if hours < 0:
             raise ValueError(f"ItemKNN hours must be >= 0 (0 = only the last timestamp's events), got {hours}")
         if neighbors is not None and neighbors < 1:
@@ -248,33 +269,45 @@ class ItemKNN:
                 f"user_tile={user_tile}, item_tile={item_tile}, neighbor_block_nonzeros={neighbor_block_nonzeros} "
                 "must all be >= 1"
             )
-        self.hours, self.neighbors, self.base = hours, neighbors, base
+        self.hours, self.neighbors, self.base, self.normalize = hours, neighbors, base, normalize
         self.user_tile, self.item_tile, self.neighbor_block_nonzeros = user_tile, item_tile, neighbor_block_nonzeros
         self.device = torch.device(device)
         self.num_items: int | None = None
         self._profiles: Tensor | None = None  # exact: P D (users x items); pruned: P
-        self._right: Tensor | None = None  # exact: Ĉ^T (items x users); pruned: M^T (items x items, N per column)
+        self._right: Tensor | None = None  # exact: Ĉ^T or R^T (items x users); pruned: M^T (items x items, N per col)
+        self._user_scale: Tensor | None = None  # exact paper: D_u, so that (P_U R^T) D_u = P_U C^T
 
     def fit(self, split: Split, trainer: object | None = None) -> ItemKNN:
+        paper = self.normalize == "paper"
         counts = views.user_item_matrix(split, "count")
-        profiles = decayed_profiles(split, self.hours, self.base)
+        profiles = decayed_profiles(split, self.hours, self.base, PAPER_MIN_WEIGHT if paper else 0.0)
         check_memory(BYTES_PER_TORCH_NONZERO * (counts.nnz + profiles.nnz), "ItemKNN's profiles and item matrix")
+        user_norms = None
+        if paper:  # each user's count vector length, as the scripts' sparse_normalize computes it
+            squares = np.bincount(counts.row_ids(), counts.values.astype(np.float64) ** 2, counts.shape[0])
+            user_norms = np.sqrt(squares + PAPER_NORM_EPS)
         items = counts.transpose()  # Ĉ^T's pattern: items x users
         del counts
         norms = np.sqrt(np.add.reduceat(items.values.astype(np.float64) ** 2, items.indptr[:-1]))  # every item > 0
         self.num_items = split.num_items
-        if self.neighbors is None:
+        if self.neighbors is not None:
+            self._right = self._pruned_neighbours(items, norms, user_norms)
+            self._profiles = torch_csr(profiles, self.device)
+        elif paper:
+            self._right = torch_csr(items, self.device, items.values / user_norms[items.indices])  # R^T = C^T D_u^-1
+            self._profiles = torch_csr(profiles, self.device)
+            self._user_scale = torch.from_numpy(user_norms).to(self.device)
+        else:
             unit_items = items.values / np.repeat(norms, np.diff(items.indptr))
             self._right = torch_csr(items, self.device, unit_items)
             scaled = profiles.values * norms[profiles.indices]  # P D: e_u = (P_u D) Ĉ^T
             self._profiles = torch_csr(profiles, self.device, scaled)
-        else:
-            self._right = self._pruned_neighbours(items, norms)
-            self._profiles = torch_csr(profiles, self.device)
         return self
 
-    def _pruned_neighbours(self, items: SparseMatrix, norms: np.ndarray) -> Tensor:
+    def _pruned_neighbours(self, items: SparseMatrix, norms: np.ndarray, user_norms: np.ndarray | None) -> Tensor:
         """M^T as a torch CSR (target item i x source item j), each source j keeping its N best targets.
+
+        M_ji = C_j . C_i / |C_i| (cosine), or sum_v C_vj C_vi / |C_v| when user_norms are given (paper).
 
         Source items are taken in blocks whose item-item products are bounded by neighbor_block_nonzeros (row j
         forms the sum of its users' distinct item counts); each block's top N per row is kept. Memory: the result
@@ -298,7 +331,8 @@ class ItemKNN:
             f"ItemKNN's neighbour lists ({len(norms):,} items x {self.neighbors} neighbours) and one block per worker",
             self.device,
         )
-        target_values = users.values / norms[users.indices]  # C D^-1: users x items
+        # C D^-1 (cosine) or D_u^-1 C (paper): users x items
+        target_values = users.values / (norms[users.indices] if user_norms is None else user_norms[users.row_ids()])
         if self.device.type == "cpu":
             neighbours = cpu_neighbours(items, users, target_values, blocks, self.neighbors, workers)
             # transposed (target x source) so that an item tile of scores is a row slice; scipy transposes in
@@ -337,9 +371,10 @@ class ItemKNN:
         rows = select_rows(self._profiles, user_idx)
         if self.neighbors is not None:
             return rows
-        profiles = sparse_matmul(
-            rows, self._right
-        ).to_dense()  # (P_U D) Ĉ^T: (n, num_users), the tile's dominant memory
+        # (P_U D) Ĉ^T, or P_U R^T for the paper's: (n, num_users), the tile's dominant memory
+        profiles = sparse_matmul(rows, self._right).to_dense()
+        if self._user_scale is not None:
+            profiles *= self._user_scale  # paper: (P_U R^T) D_u = P_U C^T
         return torch.nn.functional.normalize(profiles, dim=1)  # the cosine's |e_u|; no-op on ranking
 
     def _tile_scorer(self, profiles: Tensor) -> Callable[[int, int], Tensor]:

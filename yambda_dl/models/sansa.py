@@ -1,15 +1,17 @@
-"""SANSA (SPEC.md section 6): the reference `sansa` package's sparse approximate EASE behind our Recommender contract.
+"""SANSA (docs/protocol.md, SANSA): the reference `sansa` package's sparse approximate EASE behind our contract.
 
 Paper settings: l2 = 10, weight density 5e-5, on the train user x item count matrix, with the upstream ICF
 factorizer and UMR inverter. The package computes the item x item Gram matrix X^T X, which is what kept upstream
 from running 50M listens in 100 GB; before fitting we estimate that matrix's memory for the split at hand and refuse,
 with the numbers, when it cannot fit. Scores X_u W^T W_r are ranked by the shared retrieval's running top-k (ties to
 the lower item index), so every user gets k items even where the weights are sparse; the user's input items are
-masked only when `mask_input` is set. `sansa` is an optional extra (it needs scikit-sparse and SuiteSparse).
+masked only when `mask_input` is set. `sansa` is an optional extra (it needs scikit-sparse and SuiteSparse): without
+it, fit() raises OptionalDependencyError before any work, which a sweep records as a refusal.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -20,15 +22,33 @@ from torch import Tensor
 from yambda_dl.data import views
 from yambda_dl.data.views import SparseMatrix
 from yambda_dl.eval.retrieval import CSR, topk_over_score_tiles
-from yambda_dl.models.base import NotFittedError, check_k
+from yambda_dl.models.base import NotFittedError, OptionalDependencyError, check_k
 from yambda_dl.models.itemknn import csr_rows, mask_rows, select_rows, sparse_matmul
 
 if TYPE_CHECKING:
+    from sansa import SANSAConfig
+
     from yambda_dl.data.split import Split
 
 # Peak bytes per Gram nonzero inside sansa's ICF path: scipy's product (int32 index + float32 value), a float32 copy
 # of the values for the column norms, then the int64 index copy ICF makes while the int32 one is still alive.
 GRAM_BYTES_PER_NONZERO = 16
+
+# the optional extra's import names: the package, and scikit-sparse (CHOLMOD, for the ICF factorizer) that it needs
+EXTRA_MODULES = ("sansa", "sksparse")
+INSTALL_HINT = (
+    "run `make setup-sansa` (SuiteSparse from apt, then scikit-sparse 0.4.16 and sansa), "
+    'or pip install ".[sansa]" after installing libsuitesparse-dev'
+)
+
+
+def check_extra_installed() -> None:
+    """Refuse with OptionalDependencyError when the `sansa` extra's packages cannot be found (nothing is imported)."""
+    missing = [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise OptionalDependencyError(
+            f"model=sansa needs the optional `sansa` extra ({', '.join(missing)} not installed): {INSTALL_HINT}"
+        )
 
 
 class GramEstimate(NamedTuple):
@@ -81,7 +101,9 @@ class SANSA:
     """The sparse approximate EASE of the `sansa` package (paper: l2 10, weight density 5e-5, count matrix).
 
     mask_input: give the user's own train items no rank (upstream's option; off in the paper's protocol).
-    scans / finetune_steps: the UMR inverter's settings (upstream's script: 1 and 15). memory_limit_gb: the most
+    scans / finetune_steps: the UMR inverter's settings (upstream's script: 1 and 15). factorization_shift_step /
+    factorization_shift_multiplier: when the incomplete Cholesky factorisation of the Gram matrix fails, it is retried
+    with l2 + step * multiplier ** attempt on the diagonal (upstream's script: 1e-3 and 2). memory_limit_gb: the most
     the Gram matrix may take (null = 80% of the memory available when fitting). estimate_samples: items sampled
     for the Gram estimate. user_tile / item_tile / device: the scoring tiles and where they run.
     """
@@ -93,6 +115,8 @@ class SANSA:
         mask_input: bool = False,
         scans: int = 1,
         finetune_steps: int = 15,
+        factorization_shift_step: float = 1e-3,
+        factorization_shift_multiplier: float = 2.0,
         memory_limit_gb: float | None = None,
         estimate_samples: int = 64,
         user_tile: int = 1024,
@@ -101,12 +125,20 @@ class SANSA:
     ) -> None:
         if l2 <= 0 or not 0 < weight_density <= 1:
             raise ValueError(f"SANSA needs l2 > 0 and 0 < weight_density <= 1; got l2={l2}, {weight_density}")
+        if factorization_shift_step <= 0 or factorization_shift_multiplier <= 1:  # else a failing ICF retries forever
+            raise ValueError(
+                "SANSA needs factorization_shift_step > 0 and factorization_shift_multiplier > 1; got "
+                f"factorization_shift_step={factorization_shift_step}, "
+                f"factorization_shift_multiplier={factorization_shift_multiplier}"
+            )
         if min(user_tile, item_tile, estimate_samples) < 1:
             raise ValueError(
                 f"user_tile={user_tile}, item_tile={item_tile}, estimate_samples={estimate_samples} must be >= 1"
             )
         self.l2, self.weight_density, self.mask_input = l2, weight_density, mask_input
         self.scans, self.finetune_steps = scans, finetune_steps
+        self.factorization_shift_step = factorization_shift_step
+        self.factorization_shift_multiplier = factorization_shift_multiplier
         self.memory_limit_gb, self.estimate_samples = memory_limit_gb, estimate_samples
         self.user_tile, self.item_tile, self.device = user_tile, item_tile, torch.device(device)
         self.gram: GramEstimate | None = None
@@ -132,28 +164,33 @@ class SANSA:
             )
         return gram
 
-    def fit(self, split: Split, trainer: object | None = None) -> SANSA:
-        counts = views.user_item_matrix(split, "count")
-        self.gram = self.check_gram_fits(counts)  # refuse before importing or fitting anything heavy
+    def reference_config(self) -> SANSAConfig:
+        """The `sansa` package's SANSAConfig for these settings (imports the optional extra)."""
         try:  # the optional extra, imported only when SANSA is fitted (it also configures logging on import)
-            from sansa import SANSA as Reference
             from sansa import ICFGramianFactorizerConfig, SANSAConfig, UMRUnitLowerTriangleInverterConfig
-        except ImportError as err:
-            raise ImportError(
-                "model=sansa needs the optional `sansa` extra: run `make setup-sansa` (SuiteSparse from apt, then "
-                'scikit-sparse 0.4.16 and sansa), or pip install -e ".[sansa]" after installing libsuitesparse-dev'
+        except ImportError as err:  # found but broken, e.g. scikit-sparse built against another SuiteSparse
+            raise OptionalDependencyError(
+                f"model=sansa cannot import its optional `sansa` extra ({err}): {INSTALL_HINT}"
             ) from err
-        config = SANSAConfig(
+        return SANSAConfig(
             l2=self.l2,
             weight_matrix_density=self.weight_density,
             gramian_factorizer_config=ICFGramianFactorizerConfig(
-                factorization_shift_step=1e-3,
-                factorization_shift_multiplier=2.0,  # upstream's script
+                factorization_shift_step=self.factorization_shift_step,
+                factorization_shift_multiplier=self.factorization_shift_multiplier,
             ),
             lower_triangle_inverter_config=UMRUnitLowerTriangleInverterConfig(
                 scans=self.scans, finetune_steps=self.finetune_steps
             ),
         )
+
+    def fit(self, split: Split, trainer: object | None = None) -> SANSA:
+        check_extra_installed()  # a missing extra is refused before any work
+        counts = views.user_item_matrix(split, "count")
+        self.gram = self.check_gram_fits(counts)  # refuse before importing or fitting anything heavy
+        config = self.reference_config()
+        from sansa import SANSA as Reference  # importable: reference_config imported the package
+
         encoder, decoder = Reference(config).fit(counts.to_scipy()).weights  # W^T, W_r: CSR items x items
         self.num_items = split.num_items
         self._inputs = counts.to_torch(self.device)
