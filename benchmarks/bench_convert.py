@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import command_line, machine, peak_rss_mb, run_child
 
-MEAN_LISTENS_PER_USER = 4650  # SPEC.md section 8
+MEAN_LISTENS_PER_USER = 4650  # docs/data.md#statistics
 GENERATION_CHUNK_USERS = 256  # about 1.2M rows per generated chunk: bounded memory while writing the input
 TASKS = ("ours_flat_to_seq", "ours_seq_to_flat", "polars_flat_to_seq", "polars_seq_to_flat")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _common import DEFAULT_ROOT, command_line, ensure_dataset, machine, run_child
 
-K = 100  # every model returns its top 100 per ranked user (SPEC.md section 4)
+K = 100  # every model returns its top 100 per ranked user (docs/protocol.md#candidates-and-seen-items)
 
 
 def build_model(name: str, hours: float, neighbors: int, device: str):

@@ -44,7 +44,7 @@ def flat_row_bytes(event_file: str) -> int:
 
 
 def _user_chunk(rng: np.random.Generator, uids: np.ndarray, lengths: np.ndarray, catalogue: np.ndarray) -> pa.Table:
-    """Listens of a few users, sorted by (uid, timestamp), Yambda-like value ranges (SPEC.md section 8)."""
+    """Listens of a few users, sorted by (uid, timestamp), Yambda-like value ranges (docs/data.md#statistics)."""
     n = int(lengths.sum())
     uid = np.repeat(uids, lengths).astype(np.uint32)
     ts = rng.integers(0, S.LAST_TIMESTAMP // 5 + 1, n, dtype=np.uint64) * 5

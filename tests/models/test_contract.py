@@ -1,4 +1,4 @@
-"""The Recommender contract (DESIGN.md): every model passes this suite on a tiny dataset with a known answer.
+"""The Recommender contract (docs/architecture.md): each model passes this suite on a tiny dataset with a known answer.
 
 A new model joins by adding a factory and the raw item it must put first for user 0 to MODELS.
 """

@@ -1,4 +1,4 @@
-"""Random, MostPop and DecayPop against hand-computed answers (SPEC.md section 6)."""
+"""Random, MostPop and DecayPop against hand-computed answers (docs/protocol.md#baselines)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_random_large_catalogue_draws_distinct_uniform_items(tmp_path):
     counts = np.bincount(items.flatten().numpy() // 10_000, minlength=10)  # 10 equal bins of items
     assert counts.min() > 0.9 * counts.mean()  # uniform: each bin within 10% of 20,000 draws
     cover = len(np.unique(items.numpy())) / 100_000
-    assert cover == pytest.approx(1 - math.exp(-2000 * 100 / 100_000), abs=0.01)  # SPEC section 7's check
+    assert cover == pytest.approx(1 - math.exp(-2000 * 100 / 100_000), abs=0.01)  # docs/protocol.md's coverage check
 
 
 def test_bad_arguments(split):

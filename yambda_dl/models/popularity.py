@@ -1,4 +1,4 @@
-"""The paper's non-personalised baselines (SPEC.md section 6): Random, MostPop and DecayPop.
+"""The paper's non-personalised baselines (docs/protocol.md#baselines): Random, MostPop and DecayPop.
 
 MostPop and DecayPop rank every user's candidates by one global score; Random draws uniform train items per user.
 All three break ties by the lower item index and honour the optional seen-item mask.
