@@ -12,7 +12,7 @@ DEMO_SASREC ?= model.epochs=40 model.loss=sampled_softmax model.num_negatives=10
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "dev,gpu" || echo "dev")
 
-.PHONY: help setup setup-sansa demo test test-fast lint format bench clean
+.PHONY: help setup setup-sansa demo readme-results test test-fast lint format bench clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -48,7 +48,10 @@ demo: setup  ## generate the small synthetic dataset, run every model, print the
 		hydra.run.dir=$(DEMO_OUT)/sasrec logger=none
 	$(VENV)/bin/yambda-report $(DEMO_OUT)
 	ln -sfn $(DEMO_ID) outputs/demo/latest
-	@echo "outputs in $(DEMO_OUT) (outputs/demo/latest)"
+	@echo "outputs in $(DEMO_OUT) (outputs/demo/latest); make readme-results puts its table into README.md"
+
+readme-results: setup  ## write the latest demo's results table into README.md (from its runs, never by hand)
+	$(PY) scripts/readme_results.py outputs/demo/latest
 
 test: setup  ## run the test suite (about 2 minutes on 2 cores)
 	WANDB_MODE=offline $(PY) -m pytest -q
