@@ -105,6 +105,16 @@ def test_a_folder_held_by_a_live_run_is_refused(popularity_layout, tmp_path):
         live.fail()
 
 
+def test_a_folder_with_files_no_run_writes_is_refused_and_left_alone(popularity_layout, tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "thesis.tex").write_text("months of work")
+    (out / "metrics.json").write_text("{}")  # a run's name among them does not make it a run folder
+    with pytest.raises(RunFolderBusy, match=r"holds files that no run writes \(thesis.tex\)"):
+        train(compose_cfg(["model=mostpop", *hand_overrides(popularity_layout, out)], out))
+    assert (out / "thesis.tex").read_text() == "months of work" and (out / "metrics.json").exists()
+
+
 def test_stale_checkpoints_of_a_killed_run_are_cleared_by_a_fresh_run(popularity_layout, tmp_path):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)

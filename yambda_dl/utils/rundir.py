@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import fnmatch
 import json
 import logging
 import os
@@ -31,6 +32,10 @@ MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".run.lock"  # flock-ed by the live run for its whole life; the kernel releases it when the run dies
+# What a run (or its logger, Trainer and Hydra) writes into its folder: the only entries a new run removes. A folder
+# holding anything else is not a run folder (a typo'd hydra.run.dir=. or a home folder) and is refused, never emptied.
+RUN_ENTRIES = ("run.json", "config.yaml", "manifest.json", "metrics.json", "recommendations.parquet", CHECKPOINTS)
+RUN_ENTRY_PATTERNS = ("*.log", ".hydra", "csv", "wandb", "lightning_logs", ".tmp-*", LOCK_FILE)
 ENDED = ("finished", "refused")  # statuses whose outputs a report may read
 STATUSES = ("running", *ENDED, "failed")
 
@@ -60,6 +65,10 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+def _is_run_entry(name: str) -> bool:
+    return name in RUN_ENTRIES or any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_ENTRY_PATTERNS)
 
 
 def _remove(path: Path) -> None:
@@ -110,6 +119,14 @@ class RunFolder:
         ):
             lock.close()
             raise RunFolderBusy(f"{self.path} is in use by another live run{self._holder()}; choose another folder")
+        foreign = sorted(entry.name for entry in self.path.iterdir() if not _is_run_entry(entry.name))
+        if foreign:
+            lock.close()
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunFolderBusy(
+                f"{self.path} holds files that no run writes ({shown}); a run owns its folder: choose an empty or "
+                "new folder (hydra.run.dir=...), or remove them"
+            )
         self._lock = lock
         kept = {LOCK_FILE, *keep, *((CHECKPOINTS,) if resume else ())}
         removed = [entry.name for entry in self.path.iterdir() if entry.name not in kept]
