@@ -75,7 +75,7 @@ bench: setup  ## every benchmark at its default size, on synthetic 50m under BEN
 	$(PY) benchmarks/bench_retrieval.py
 	$(PY) benchmarks/bench_convert.py
 	$(PY) benchmarks/bench_split.py --root $(BENCH_ROOT) --size 50m
-	$(PY) benchmarks/bench_ials_bpr.py --root $(BENCH_ROOT) --size 50m
+	$(PY) benchmarks/bench_ials_bpr.py --root $(BENCH_ROOT) --size 50m --iterations 3
 	$(PY) benchmarks/bench_sasrec.py --root $(BENCH_ROOT) --size 50m
 	$(PY) benchmarks/bench_itemknn_sansa.py --root $(BENCH_ROOT) --size 50m
 

@@ -1,30 +1,49 @@
 """Benchmark: our iALS and BPR (torch, LightningModules) against implicit's CPU ALS and BPR on one split.
 
-Same split (synthetic 50m, Listen+, final), same factors, iterations and regularization; every model is ranked and
-scored by our own recommend_all + evaluate. Each case runs in its own child process, so its peak RSS is its own;
-every case gets the same CPU threads (--threads, default torch.get_num_threads()): torch's and implicit's, with
-single-threaded BLAS under implicit, as it recommends. On a machine shared with other jobs, --threads 1 gives steadier
-figures: a multi-threaded torch op waits at its barrier for a thread the OS has descheduled.
+Same split (Listen+, final), same factors, iterations and regularization; every model is ranked and scored by our
+own recommend_all + evaluate. Each case runs in its own child process, so its peak RSS is its own. One run measures
+four scenarios, each case with the same CPU threads for both sides (torch's and implicit's, with single-threaded
+BLAS under implicit, as it recommends): 1 and 2 threads, each alone and with one other busy process beside it (a
+single-threaded numpy matmul loop started for that scenario). The figures compare ours with implicit's measured in
+the same scenario, as ratios, and ours at 2 threads with ours at 1 under the same load.
 
     .venv/bin/python benchmarks/bench_ials_bpr.py [--root /tmp/bench50m] [--size 50m] [--iterations 10]
-        [--cases implicit_als ials implicit_bpr bpr] [--accelerator cpu|gpu] [--threads N]
+        [--pairs als bpr] [--scenarios 1 2 1+busy 2+busy] [--accelerator cpu|gpu]
 
-A modest iteration count (10 by default) keeps the run to a few minutes on 2 cores; the paper tunes 10-300.
+A modest iteration count (10 by default) keeps the run to minutes on 2 cores; the paper tunes 10-300.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from _common import DEFAULT_ROOT, command_line, ensure_dataset, machine, peak_rss_mb, run_child
 
 CASES = ("implicit_als", "ials", "ials_cholesky", "implicit_bpr", "bpr")
-PEERS = {"ials": "implicit_als", "ials_cholesky": "implicit_als", "bpr": "implicit_bpr"}
+# pair -> (implicit's case, ours)
+PAIRS = {
+    "als": ("implicit_als", "ials"),
+    "als_cholesky": ("implicit_als", "ials_cholesky"),
+    "bpr": ("implicit_bpr", "bpr"),
+}
+# scenario -> (threads, with one busy process beside)
+SCENARIOS = {"1": (1, False), "2": (2, False), "1+busy": (1, True), "2+busy": (2, True)}
 KS = (10, 100)
+# the busy neighbour: one thread of dense matrix products, for as long as the scenario runs
+BUSY = (
+    "import numpy as np\n"
+    "a = np.random.default_rng(0).random((400, 400))\n"
+    "while True:\n"
+    "    a = a @ a\n"
+    "    a /= np.abs(a).max()\n"
+)
 
 
 def _split(args: argparse.Namespace):
@@ -59,7 +78,7 @@ def _fit_ours(case: str, split, args: argparse.Namespace) -> tuple[object, list[
     if case == "bpr":
         model = BPR(learning_rate=args.learning_rate, **common)
     else:  # implicit's confidence is alpha * r: on the binary matrix its alpha=1 is our alpha=0
-        model = IALS(solver="cg" if case == "ials" else "cholesky", log_objective=False, **common)
+        model = IALS(solver="cg" if case == "ials" else "cholesky", **common)
     timer = EpochTimer()
     trainer = lightning.Trainer(
         max_epochs=args.iterations,
@@ -149,42 +168,61 @@ def _run_case(case: str, args: argparse.Namespace) -> dict:
     }
 
 
-def _child(case: str, args: argparse.Namespace) -> dict:
+def _child(case: str, args: argparse.Namespace, threads: int) -> dict:
     """Run one case in a fresh interpreter."""
     arguments = ["--case", case, "--root", args.root, "--size", args.size, "--iterations", str(args.iterations)]
     arguments += ["--factors", str(args.factors), "--regularization", str(args.regularization)]
     arguments += ["--learning-rate", str(args.learning_rate), "--accelerator", args.accelerator]
-    return run_child(__file__, [*arguments, "--threads", str(args.threads)])
+    return run_child(__file__, [*arguments, "--threads", str(threads)])
 
 
-def _ratio(value: float, reference: float | None) -> str:
-    return f"{value / reference:.2f}" if reference else "-"
+def _busy_process() -> subprocess.Popen:
+    """A single-threaded CPU-bound child (BLAS pinned to one thread), the 'other work' of the loaded scenario."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", BUSY], env=env)
 
 
 def _report(args: argparse.Namespace) -> None:
-    """Run every case and print one table; ratios are against the implicit peer measured in this same run."""
+    """Run every pair in every scenario and print one table; ratios are against implicit in the same scenario."""
     ensure_dataset(args.root, args.size)
     print(f"machine: {machine('torch', 'implicit')}")
     print(f"command: {command_line()}")
     print(
         f"data: {args.root} ({args.size}), Listen+, final; factors={args.factors} iterations={args.iterations} "
-        f"regularization={args.regularization} bpr learning_rate={args.learning_rate}; ours on {args.accelerator}; "
-        f"{args.threads} CPU threads per case"
+        f"regularization={args.regularization} bpr learning_rate={args.learning_rate}; ours on {args.accelerator}"
     )
-    header = "| case | fit s | s / iteration | x peer time | NDCG@10 | NDCG@100 | x peer NDCG@10 | x peer NDCG@100 |"
-    print(header + " peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    results: dict[str, dict] = {}
-    for case in args.cases:
-        result = results[case] = _child(case, args)
-        peer = results.get(PEERS.get(case, ""))
-        print(
-            f"| {case} | {result['fit_s']:.1f} | {result['iteration_s']:.2f} | "
-            f"{_ratio(result['iteration_s'], peer and peer['iteration_s'])} | {result['ndcg@10']:.4f} | "
-            f"{result['ndcg@100']:.4f} | {_ratio(result['ndcg@10'], peer and peer['ndcg@10'])} | "
-            f"{_ratio(result['ndcg@100'], peer and peer['ndcg@100'])} | {result['peak_rss_mb']:.0f} |",
-            flush=True,
-        )
+    print(
+        "| threads | model | ours s / iteration | implicit s / iteration | x implicit time | ours NDCG@10 | "
+        "implicit NDCG@10 | x implicit NDCG@10 | ours fit s | ours peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ours: dict[tuple[str, str], dict] = {}
+    for scenario in args.scenarios:
+        threads, busy = SCENARIOS[scenario]
+        neighbour = _busy_process() if busy else None
+        try:
+            for pair in args.pairs:
+                peer_case, our_case = PAIRS[pair]
+                peer, result = _child(peer_case, args, threads), _child(our_case, args, threads)
+                ours[scenario, pair] = result
+                label = f"{threads}" + (", 1 busy process beside" if busy else "")
+                print(
+                    f"| {label} | {our_case} | {result['iteration_s']:.3f} | {peer['iteration_s']:.3f} | "
+                    f"{result['iteration_s'] / peer['iteration_s']:.2f} | {result['ndcg@10']:.4f} | "
+                    f"{peer['ndcg@10']:.4f} | {result['ndcg@10'] / peer['ndcg@10']:.3f} | {result['fit_s']:.1f} | "
+                    f"{result['peak_rss_mb']:.0f} |",
+                    flush=True,
+                )
+        finally:
+            if neighbour is not None:
+                neighbour.kill()
+                neighbour.wait()
+    for pair in args.pairs:
+        for one, two, label in (("1", "2", "quiet"), ("1+busy", "2+busy", "one busy process beside")):
+            if (one, pair) in ours and (two, pair) in ours:
+                ratio = ours[two, pair]["iteration_s"] / ours[one, pair]["iteration_s"]
+                print(f"{PAIRS[pair][1]}, {label}: time per iteration at 2 threads / at 1 thread = {ratio:.2f}")
+    print(f"load average at the end: {', '.join(f'{value:.1f}' for value in os.getloadavg())}")
 
 
 def main() -> None:
@@ -196,16 +234,11 @@ def main() -> None:
     parser.add_argument("--regularization", type=float, default=0.01)
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="where our models train")
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=["implicit_als", "ials", "implicit_bpr", "bpr"])
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads of every case (default: torch's own count)"
-    )
+    parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=["als", "bpr"], help="ours against implicit's")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--threads", type=int, default=1, help="internal: the CPU threads of one case")
     parser.add_argument("--case", choices=CASES, help="internal: run one case in this process and print JSON")
     args = parser.parse_args()
-    if args.threads is None:
-        import torch
-
-        args.threads = torch.get_num_threads()
     if args.case:
         print(json.dumps(_run_case(args.case, args)))
     else:

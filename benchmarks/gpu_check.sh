@@ -21,7 +21,7 @@ $PY -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -n 30 | tee "$OUT/
 $PY -m yambda_dl.data.cli synth --preset 50m --root "$DATA" 2>&1 | tail -n 3 | tee "$OUT/synth.log"
 $PY benchmarks/bench_sasrec.py --root "$DATA" --size 50m --epochs 1 --accelerator gpu --precision bf16-mixed 2>&1 \
   | tee "$OUT/sasrec.log"
-$PY benchmarks/bench_ials_bpr.py --root "$DATA" --size 50m --accelerator gpu 2>&1 | tee "$OUT/ials_bpr.log"
+$PY benchmarks/bench_ials_bpr.py --root "$DATA" --size 50m --accelerator gpu --scenarios 2 --iterations 5 2>&1 | tee "$OUT/ials_bpr.log"
 $PY benchmarks/bench_retrieval.py --user-tile 8192 --device cuda 2>&1 | tee "$OUT/retrieval.log"
 $PY benchmarks/bench_itemknn_sansa.py --root "$DATA" --size 50m --setups listen_plus --models itemknn itemknn_pruned \
   --device cuda 2>&1 | tee "$OUT/itemknn.log"

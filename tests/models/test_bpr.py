@@ -10,8 +10,7 @@ import torch
 from yambda_dl.data import views
 from yambda_dl.data.split import Split
 from yambda_dl.eval.recommend import recommend_all, seen_items
-from yambda_dl.models.bpr import BPR, pair_keys, sample_triples
-from yambda_dl.models.factors import DeviceCSR
+from yambda_dl.models.bpr import BPR, TripleSampler
 
 from ..conftest import gpu_trainer
 from .test_ials import checkerboard_split, held_out_items
@@ -46,17 +45,30 @@ def test_auc_rises_over_epochs(board):
     assert aucs[2] > 0.9  # not 1: each user's unplayed held-out item rightly ranks among its played ones
 
 
-def test_verified_negatives_are_never_the_users_items(board):
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_verified_negatives_are_never_the_users_items(board, negatives):
     matrix = views.user_item_matrix(board, "binary")
-    cpu = torch.device("cpu")
-    generator = torch.Generator().manual_seed(0)
-    users, positives, negatives, kept = sample_triples(
-        DeviceCSR.from_matrix(matrix, cpu), 4096, generator, "uniform", pair_keys(matrix, cpu)
-    )
+    sampler = TripleSampler.build(matrix, torch.device("cpu"), negatives, verify=True)
+    users, items, kept = sampler.sample(4096, torch.Generator().manual_seed(0))
+    positives, negatives = items[:4096], items[4096:]
     played = matrix.to_scipy().toarray() > 0
     assert played[users.numpy(), positives.numpy()].all()
     np.testing.assert_array_equal(kept.numpy() == 0.0, played[users.numpy(), negatives.numpy()])
-    assert 0 < kept.mean() < 1  # a uniform negative of a checkerboard is the user's own 4 of 10 items at times
+    assert 0 < kept.mean() < 1  # a negative of a checkerboard is the user's own 4 of 10 items at times
+
+
+def test_verification_is_exact_in_a_hash_table_of_shared_buckets():
+    """Random keys against a reference set; the sampler's table holds several keys per bucket (and padding)."""
+    rng = np.random.default_rng(5)
+    dense = rng.random((40, 300)) < 0.2
+    rows, cols = np.nonzero(dense)
+    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))]).astype(np.int64)
+    matrix = views.SparseMatrix(indptr, cols.astype(np.int32), np.ones(len(cols), np.float32), dense.shape)
+    sampler = TripleSampler.build(matrix, torch.device("cpu"), "uniform", verify=True)
+    users, items, kept = sampler.sample(20_000, torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(kept.numpy() == 0.0, dense[users.numpy(), items[20_000:].numpy()])
+    filled = (sampler.table >= 0).sum(1)
+    assert filled.sum() == len(rows) and filled.max() > 1 and (filled < sampler.table.shape[1]).any()
 
 
 def test_bias_column_meets_the_ones_column(board):
@@ -64,7 +76,8 @@ def test_bias_column_meets_the_ones_column(board):
     users, items = model.user_vectors(torch.tensor([0, 5])), model.item_vectors()
     assert users.shape == (2, 4) and items.shape == (board.num_items, 4)
     assert (users[:, -1] == 1).all()
-    torch.testing.assert_close(items[:, -1], model.item_biases.detach())
+    torch.testing.assert_close(items[:, -1], model.item_biases)
+    assert model.item_biases.abs().sum() > 0  # learnt, from a start at 0
     assert BPR(factors=3, iterations=2, item_bias=False).fit(board).item_vectors().shape == (board.num_items, 3)
 
 
@@ -96,7 +109,7 @@ def test_runs_under_a_trainer_that_logs_the_loss(board, tmp_path):
         logger=False,
     )
     BPR(factors=2, iterations=3, batch_size=16).fit(board, trainer=trainer)
-    assert trainer.current_epoch == 3 and trainer.num_training_batches == 3  # 48 nonzeros in steps of 16
+    assert trainer.current_epoch == 3 and trainer.num_training_batches == 1  # an epoch is one step: 3 batches of 16
     assert float(trainer.callback_metrics["train/loss"]) > 0
 
 

@@ -79,8 +79,9 @@ def fitted(split: Split, **kwargs) -> IALS:
     return IALS(**kwargs).fit(split)
 
 
-def test_cholesky_solver_matches_the_closed_form(counts_split):
-    reg, alpha, d = 0.3, 2.0, 3
+@pytest.mark.parametrize("alpha", [0.0, 2.0])  # 0: every row's system is the Gram matrix, solved once
+def test_cholesky_solver_matches_the_closed_form(counts_split, alpha):
+    reg, d = 0.3, 3
     model = fitted(
         counts_split,
         factors=d,
@@ -117,7 +118,9 @@ def test_conjugate_gradient_approaches_the_closed_form_as_steps_grow(counts_spli
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
 def test_objective_never_increases_and_is_the_weighted_loss(counts_split, solver):
     reg, alpha = 0.05, 1.5
-    model = fitted(counts_split, factors=3, iterations=8, regularization=reg, alpha=alpha, solver=solver)
+    model = fitted(
+        counts_split, factors=3, iterations=8, regularization=reg, alpha=alpha, solver=solver, log_objective=True
+    )
     objectives = np.array(model.objectives)
     assert len(objectives) == 8
     assert (np.diff(objectives) <= 1e-6 * objectives[:-1]).all(), objectives
@@ -127,12 +130,13 @@ def test_objective_never_increases_and_is_the_weighted_loss(counts_split, solver
     assert objectives[-1] == pytest.approx(dense_objective(x, y, c, p, reg), rel=1e-5)
 
 
-def test_close_to_implicit_als_from_the_same_start(counts_split):
+@pytest.mark.parametrize("alpha", [0.0, 2.0])  # 0: the shared-system path (no sampled products)
+def test_close_to_implicit_als_from_the_same_start(counts_split, alpha):
     """implicit (an independent peer) with the same start, CG steps and confidence reaches the same factors."""
     import threadpoolctl
     from implicit.cpu.als import AlternatingLeastSquares
 
-    d, reg, alpha, iterations = 3, 0.1, 2.0, 5
+    d, reg, iterations = 3, 0.1, 5
     ours = fitted(counts_split, factors=d, iterations=iterations, regularization=reg, alpha=alpha)
     # implicit's confidence is alpha * r: on a binary matrix, its alpha 1 + a is our 1 + a * 1
     with threadpoolctl.threadpool_limits(1, "blas"):  # implicit warns about (and is slowed by) threaded BLAS
@@ -163,7 +167,7 @@ def test_runs_under_a_trainer_that_logs_the_objective(counts_split, tmp_path):
         enable_model_summary=False,
         logger=lightning.pytorch.loggers.CSVLogger(tmp_path),
     )
-    model = IALS(factors=2, iterations=3).fit(counts_split, trainer=trainer)
+    model = IALS(factors=2, iterations=3, log_objective=True).fit(counts_split, trainer=trainer)
     assert trainer.current_epoch == 3 and "train/objective" in trainer.callback_metrics
     assert float(trainer.callback_metrics["train/objective"]) == pytest.approx(model.objectives[-1], rel=1e-6)
     assert model.user_vectors(torch.tensor([0, 2])).shape == (2, 2)
@@ -203,3 +207,20 @@ def test_length_sorted_batches_cover_every_row_once_within_their_bounds():
         assert stop - start <= 16 and padded == max(rows.max(), 1)
         assert rows.sum() <= 1000 + rows.max()  # about batch_nonzeros: one row may carry a batch past it
         assert padded < 2 * max(rows.min(), 1)  # similar lengths: padding at most doubles the batch
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_cpu_lanes_give_the_factors_of_one_thread(counts_split, solver):
+    """With several CPU threads the rows are solved in pieces on lanes (threads of single-threaded operations): the
+    same systems, so the same factors as one thread's whole-matrix operations, to rounding."""
+    threads = torch.get_num_threads()
+    kwargs = {"factors": 3, "iterations": 4, "alpha": 1.5, "solver": solver}
+    try:
+        torch.set_num_threads(1)
+        alone = fitted(counts_split, **kwargs)
+        torch.set_num_threads(3)
+        lanes = fitted(counts_split, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(lanes.item_vectors(), alone.item_vectors(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lanes.user_factors, alone.user_factors, rtol=1e-5, atol=1e-6)

@@ -1,25 +1,40 @@
 """BPR (Rendle et al. 2009) as a LightningModule: SGD on (user, positive, negative) triples sampled on the device.
 
 The update is implicit's per-sample SGD (x_uij = p_u.(q_i - q_j) + b_i - b_j; every factor moves by
-lr * (sigmoid(-x_uij) * gradient - regularization * factor)), applied to a batch of triples at once with scatter-adds,
-as implicit's Hogwild threads apply theirs without locks. An epoch draws as many triples as the matrix has nonzeros.
+lr * (sigmoid(-x_uij) * gradient - regularization * factor)), applied to a batch of triples at once with index-adds
+(the steps of a row drawn twice in a batch add up), as implicit's Hogwild threads apply theirs without locks. An
+epoch draws as many triples as the matrix has nonzeros, in one training step (Lightning's per-step work is paid once
+an epoch): a loop over batches of batch_size triples, each about 25 whole-batch tensor operations. On a CPU with
+several threads, each batch is cut into one slice per lane (models/factors.py Lanes): the lanes compute their slices'
+steps from the same factors with single-threaded operations, then apply them in slice order, so the result does not
+depend on the thread count and no thread barrier is paid per operation (on a shared CPU each one stalls). The random
+draws come from a generator seeded by (seed, epoch), so a run resumed from an epoch's checkpoint repeats the
+uninterrupted one.
+
+As in implicit, the item bias is the item vectors' last column and the user vectors' last column is 1: one gather,
+one dot product and one index-add per side carry both the factors and the bias.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import lightning
+import numpy as np
 import torch
 
 from yambda_dl.data import views
 from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.factors import (
-    DeviceCSR,
+    Lanes,
+    check_device_memory,
+    cpu_lanes,
     frozen_parameter,
     recommend_by_vectors,
     seeded_uniform,
     single_device_trainer,
+    step_counter,
     steps_loader,
 )
 
@@ -29,6 +44,104 @@ if TYPE_CHECKING:
 
 # "popularity": the item of a uniformly drawn nonzero (implicit's sampler); "uniform": any train item alike
 NEGATIVE_SAMPLERS = ("popularity", "uniform")
+# Negatives are verified in a hash table of the (user, item) keys: row h(key) of a (buckets, width) table holds every
+# key that hashes there, so a lookup is three integer operations, one contiguous read of `width` keys and a compare,
+# where a binary search over all keys (~20 dependent scattered reads) took a fifth of the epoch. About this many keys
+# per bucket on average; the width is the fullest bucket's count (about 2x the average at this load).
+_KEYS_PER_BUCKET = 16
+# Fibonacci hashing: the top bits of key * 2^64 / golden ratio (as a signed int64) spread any run of keys evenly
+_GOLDEN = -7046029254386353131
+# sampler memory on the device per nonzero: item and user as int64 (what torch's index kernels take); the table that
+# verifies negatives adds ~26 (8 per key, padded to the fullest bucket: 22 on synthetic small, 26 on 50m), and ~40
+# more while it is built (keys, buckets, order, slots)
+SAMPLER_BYTES_PER_NONZERO = 16
+KEY_BYTES_PER_NONZERO = 72
+
+
+@dataclass(frozen=True)
+class TripleSampler:
+    """Draws (user, positive, negative) triples from the binary matrix's nonzeros on its device.
+
+    A uniform nonzero gives the user and the positive; the negative is the item of another uniform nonzero
+    ("popularity") or a uniform item. With verify, `kept` is 0 where the negative is one of the user's items
+    (implicit skips those triples), else 1.
+    """
+
+    users: torch.Tensor  # int64 (nnz,): the row of every nonzero
+    items: torch.Tensor  # int64 (nnz,): its column
+    num_items: int
+    negatives: str
+    table: torch.Tensor | None  # int64 (buckets, width): the keys user * num_items + item by bucket, padded with -1
+    hash_shift: int  # a key's bucket: (key * _GOLDEN) >> hash_shift, masked to the bucket count
+
+    @classmethod
+    def build(cls, matrix: views.SparseMatrix, device: torch.device, negatives: str, verify: bool) -> TripleSampler:
+        per_nonzero = SAMPLER_BYTES_PER_NONZERO + (KEY_BYTES_PER_NONZERO if verify else 0)
+        check_device_memory(matrix.nnz * per_nonzero, "BPR's triple sampler", device)
+        users = torch.from_numpy(matrix.row_ids()).to(device, torch.int64)
+        items = torch.from_numpy(matrix.indices).to(device, torch.int64)
+        table, shift = None, 0
+        if verify:
+            bits = max(1, (max(matrix.nnz // _KEYS_PER_BUCKET, 1) - 1).bit_length())
+            shift = 64 - bits
+            keys = users * matrix.shape[1] + items
+            bucket = bucket_of(keys, shift)
+            counts = torch.bincount(bucket, minlength=1 << bits)
+            order = torch.argsort(bucket, stable=True)
+            starts = torch.cumsum(counts, 0) - counts
+            sorted_bucket = bucket[order]
+            slot = torch.arange(len(keys), device=device) - starts[sorted_bucket]
+            table = keys.new_full((1 << bits, max(int(counts.max()), 1)), -1)  # -1: no key (keys are >= 0)
+            table[sorted_bucket, slot] = keys[order]
+        return cls(users, items, matrix.shape[1], negatives, table, shift)
+
+    @property
+    def nnz(self) -> int:
+        return self.items.numel()
+
+    def draw(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random part of `size` triples: (nonzeros (size,) that give user and positive, negatives (size,): a
+        nonzero whose item is the negative ("popularity") or an item ("uniform"))."""
+        device = self.items.device
+        if self.negatives == "popularity":
+            drawn = torch.randint(self.nnz, (2 * size,), device=device, generator=generator)
+            return drawn[:size], drawn[size:]
+        drawn = torch.randint(self.nnz, (size,), device=device, generator=generator)
+        return drawn, torch.randint(self.num_items, (size,), device=device, generator=generator)
+
+    def resolve(self, nonzeros: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(users (n,), items (2n,): the positives then the negatives, kept (n,) float 0/1) of drawn triples."""
+        # index_select: several times faster than advanced indexing on the CPU
+        users = self.users.index_select(0, nonzeros)
+        if self.negatives == "popularity":
+            items = self.items.index_select(0, torch.cat([nonzeros, negatives]))
+        else:
+            items = torch.cat([self.items.index_select(0, nonzeros), negatives])
+        if self.table is None:
+            return users, items, torch.ones(len(users), device=users.device)
+        keys = torch.add(items[len(users) :], users, alpha=self.num_items)
+        known = (self.table.index_select(0, bucket_of(keys, self.hash_shift)) == keys[:, None]).any(1)
+        return users, items, known.logical_not().float()
+
+    def sample(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """(users (size,), items (2 * size,): the positives then the negatives, kept (size,) float 0/1)."""
+        return self.resolve(*self.draw(size, generator))
+
+
+def bucket_of(keys: torch.Tensor, shift: int) -> torch.Tensor:
+    """The hash-table bucket of int64 keys: the top 64 - shift bits of key * _GOLDEN (wrapping, as int64 does)."""
+    return (keys * _GOLDEN >> shift) & ((1 << (64 - shift)) - 1)
+
+
+class _Steps(NamedTuple):
+    """A slice of a batch: its rows and the steps they take, with its summed loss and kept count."""
+
+    users: torch.Tensor
+    user_step: torch.Tensor
+    items: torch.Tensor
+    item_step: torch.Tensor
+    loss: torch.Tensor
+    kept: torch.Tensor
 
 
 class BPR(lightning.LightningModule):
@@ -36,7 +149,9 @@ class BPR(lightning.LightningModule):
 
     With item_bias, the item vectors carry the bias as a last column and the user vectors a column of ones.
     Keys as implicit names them: factors, learning_rate, regularization, iterations (epochs),
-    verify_negatives (skip a triple whose negative the user has); plus batch_size (triples per step) and negatives.
+    verify_negatives (skip a triple whose negative the user has); plus batch_size (triples updated together),
+    negatives, and init_scale: factors start uniform in [-init_scale / 2, init_scale / 2) / factors (implicit's
+    start at 1.0), biases at 0. ckpt_path resumes fitting from a Lightning checkpoint.
     """
 
     def __init__(
@@ -45,11 +160,13 @@ class BPR(lightning.LightningModule):
         iterations: int = 100,
         learning_rate: float = 0.01,
         regularization: float = 0.01,
-        batch_size: int = 16_384,
+        batch_size: int = 8192,
         negatives: str = "popularity",
         verify_negatives: bool = True,
         item_bias: bool = True,
+        init_scale: float = 1.0,
         seed: int = 0,
+        ckpt_path: str | None = None,
     ) -> None:
         super().__init__()
         if negatives not in NEGATIVE_SAMPLERS:
@@ -57,79 +174,137 @@ class BPR(lightning.LightningModule):
         for name, value in (("factors", factors), ("iterations", iterations), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"BPR {name} must be >= 1, got {value}")
-        if learning_rate <= 0 or regularization < 0:
-            raise ValueError(f"need learning_rate > 0 and regularization >= 0; got {learning_rate}, {regularization}")
-        self.save_hyperparameters()
+        if learning_rate <= 0 or regularization < 0 or init_scale <= 0:
+            raise ValueError(
+                f"need learning_rate > 0, regularization >= 0 and init_scale > 0; got {learning_rate}, "
+                f"{regularization}, {init_scale}"
+            )
+        self.save_hyperparameters(ignore=["ckpt_path"])  # where to resume from is not part of the model
         self.factors, self.iterations, self.learning_rate = factors, iterations, learning_rate
         self.regularization, self.batch_size, self.negatives = regularization, batch_size, negatives
-        self.verify_negatives, self.item_bias, self.seed = verify_negatives, item_bias, seed
+        self.verify_negatives, self.item_bias, self.init_scale, self.seed = (
+            verify_negatives,
+            item_bias,
+            init_scale,
+            seed,
+        )
+        self.ckpt_path = ckpt_path
         self.automatic_optimization = False  # implicit's SGD rule, applied in place: no autograd graph
+        # (users, factors [+ 1]) and (items, factors [+ 1]): with item_bias, a column of ones and the biases
         self.user_factors: torch.nn.Parameter | None = None
         self.item_factors: torch.nn.Parameter | None = None
-        self.item_biases: torch.nn.Parameter | None = None
         self._matrix: views.SparseMatrix | None = None
-        self._device_matrix: DeviceCSR | None = None
-        self._keys: torch.Tensor | None = None  # user * num_items + item of every nonzero, ascending
-        self._generator: torch.Generator | None = None
+        self._sampler: TripleSampler | None = None
+        self._lanes: Lanes | None = None
 
     @property
     def max_epochs(self) -> int:
         return self.iterations
 
+    @property
+    def item_biases(self) -> torch.Tensor:
+        """(num_items,) the learnt item biases (zeros without item_bias)."""
+        if self.item_factors is None:
+            raise NotFittedError("BPR.item_biases read before fit()")
+        if not self.item_bias:
+            return self.item_factors.detach().new_zeros(len(self.item_factors))
+        return self.item_factors.detach()[:, -1]
+
     def fit(self, split: Split, trainer: lightning.Trainer | None = None) -> BPR:
-        """Learn the factors from the split's binary train matrix with `trainer` (a quiet CPU one by default)."""
+        """Learn the factors from the split's binary train matrix with `trainer` (a quiet CPU one by default);
+        from the checkpoint at ckpt_path when one is set (its factors replace the seeded start)."""
         trainer = single_device_trainer(trainer, self.max_epochs, "BPR")
         self._matrix = views.user_item_matrix(split, "binary")
         num_users, num_items = self._matrix.shape
-        scale = 0.5 / self.factors  # implicit's start: uniform in [-0.5, 0.5) / factors, biases at 0
-        self.user_factors = frozen_parameter(seeded_uniform((num_users, self.factors), -scale, scale, self.seed))
-        self.item_factors = frozen_parameter(seeded_uniform((num_items, self.factors), -scale, scale, self.seed + 1))
-        self.item_biases = frozen_parameter(torch.zeros(num_items))
-        steps = -(-self._matrix.nnz // self.batch_size)  # ceil: one epoch draws nnz triples
-        trainer.fit(self, train_dataloaders=steps_loader(steps))
-        self._matrix = self._device_matrix = self._keys = self._generator = None  # only needed while fitting
+        half = 0.5 * self.init_scale / self.factors
+        users = seeded_uniform((num_users, self.factors), -half, half, self.seed)
+        items = seeded_uniform((num_items, self.factors), -half, half, self.seed + 1)
+        if self.item_bias:
+            users = torch.cat([users, torch.ones(num_users, 1)], dim=1)
+            items = torch.cat([items, torch.zeros(num_items, 1)], dim=1)
+        self.user_factors, self.item_factors = frozen_parameter(users), frozen_parameter(items)
+        try:
+            trainer.fit(self, train_dataloaders=steps_loader(1), ckpt_path=self.ckpt_path)
+        finally:  # also when fitting stops with an error: the lanes' threads end with it
+            if self._lanes is not None:
+                self._lanes.shutdown()
+            self._matrix = self._sampler = self._lanes = None  # only needed while fitting
         return self
 
     def on_fit_start(self) -> None:
-        """The matrix on the device (12 bytes per nonzero, 8 more for the sorted keys that verify negatives)."""
-        self._device_matrix = DeviceCSR.from_matrix(self._matrix, self.device)
-        self._keys = pair_keys(self._matrix, self.device) if self.verify_negatives else None
-        self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        """The sampler on the device (16 bytes per nonzero; ~26 more for the table that verifies negatives)."""
+        self._sampler = TripleSampler.build(self._matrix, self.device, self.negatives, self.verify_negatives)
+        self._lanes = cpu_lanes(self.device)
+
+    def epoch_generator(self, epoch: int) -> torch.Generator:
+        """The generator of one epoch's draws, from (seed, epoch) alone: a resumed run draws what the uninterrupted
+        one drew, whatever ran before."""
+        state = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+        return torch.Generator(device=self.device).manual_seed(state)
 
     def training_step(self, step: int, batch_idx: int) -> None:
-        """Draw a batch of triples and apply one SGD update for each (the last batch of an epoch is smaller)."""
-        matrix = self._device_matrix
-        size = min(self.batch_size, matrix.nnz - step * self.batch_size)
+        """One epoch: nnz triples in batches of batch_size (the last one smaller), one SGD update per batch."""
+        sampler, generator = self._sampler, self.epoch_generator(self.current_epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        kept_sum = torch.zeros((), device=self.device)
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            users, positives, negatives, kept = sample_triples(
-                self._device_matrix, size, self._generator, self.negatives, self._keys
-            )
-            loss = self._sgd_update(users, positives, negatives, kept)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+            for start in range(0, sampler.nnz, self.batch_size):
+                drawn = sampler.draw(min(self.batch_size, sampler.nnz - start), generator)
+                if self._lanes is None:
+                    steps = [self._batch_steps(*sampler.resolve(*drawn))]
+                else:  # the batch's slices computed side by side from the same factors, then applied
+                    slices = zip(*(part.tensor_split(self._lanes.lanes) for part in drawn), strict=True)
+                    steps = self._lanes.map(lambda part: self._batch_steps(*sampler.resolve(*part)), slices)
+                self._apply_steps(steps)
+                loss_sum += sum(step.loss for step in steps)
+                kept_sum += sum(step.kept for step in steps)
+        # the mean BPR loss of the epoch's kept triples, each before its batch's step
+        loss = loss_sum / kept_sum.clamp_min(1.0)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+        self.optimizers().step()  # moves Lightning's global step (checkpoints key on it); changes no factor
 
-    def _sgd_update(
-        self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, kept: torch.Tensor
-    ) -> torch.Tensor:
-        """implicit's per-triple step, all triples at once (scatter-adds sum the steps of a repeated row)."""
-        p = self.user_factors.index_select(0, users)
-        q_i, q_j = self.item_factors.index_select(0, positives), self.item_factors.index_select(0, negatives)
-        b_i, b_j = self.item_biases.index_select(0, positives), self.item_biases.index_select(0, negatives)
-        difference = q_i - q_j
-        margin = (p * difference).sum(1) + (b_i - b_j if self.item_bias else 0.0)
-        # d log sigmoid(x_uij) / d x_uij = sigmoid(-x_uij), times lr; skipped triples (kept 0) do not move
-        pull = self.learning_rate * kept * torch.sigmoid(-margin)
-        shrink = self.learning_rate * self.regularization * kept
-        self.user_factors.index_add_(0, users, pull[:, None] * difference - shrink[:, None] * p)
-        self.item_factors.index_add_(0, positives, pull[:, None] * p - shrink[:, None] * q_i)
-        self.item_factors.index_add_(0, negatives, -pull[:, None] * p - shrink[:, None] * q_j)
+    def _batch_steps(self, users: torch.Tensor, items: torch.Tensor, kept: torch.Tensor) -> _Steps:
+        """implicit's per-triple step for a batch of triples at once, from the current factors (not applied).
+
+        items = positives then negatives; skipped triples (kept 0) do not move.
+        """
+        size = len(users)
+        p = self.user_factors.index_select(0, users)  # (n, d [+ 1]): the last column is 1 with item_bias
+        q = self.item_factors.index_select(0, items)  # (2n, d [+ 1]): positives, then negatives
+        difference = q[:size] - q[size:]
+        minus_margin = torch.linalg.vecdot(p, difference).neg_()  # -x_uij, bias included through the ones column
+        loss = torch.dot(torch.nn.functional.softplus(minus_margin), kept)  # -log sigmoid(x_uij), before the step
+        # d log sigmoid(x_uij) / d x_uij = sigmoid(-x_uij), times lr
+        pull = torch.sigmoid(minus_margin).mul_(kept).mul_(self.learning_rate)[:, None]
+        shrink = kept.mul(self.learning_rate * self.regularization)[:, None]
+        user_step = torch.addcmul(p.mul(shrink).neg_(), pull, difference)
         if self.item_bias:
-            self.item_biases.index_add_(0, positives, pull - shrink * b_i)
-            self.item_biases.index_add_(0, negatives, -pull - shrink * b_j)
-        # the mean BPR loss of the kept triples, before this step
-        return -(torch.nn.functional.logsigmoid(margin) * kept).sum() / kept.sum().clamp_min(1.0)
+            user_step[:, -1] = 0.0  # the ones column stays 1
+        # positives move by pull * p - shrink * q_i, negatives by -pull * p - shrink * q_j: p broadcast over both
+        item_step = q.mul(torch.cat([shrink, shrink])).neg_()
+        item_step.view(2, size, -1).addcmul_(torch.stack([pull, pull.neg()]), p.unsqueeze(0))
+        return _Steps(users, user_step, items, item_step, loss, kept.sum())
 
-    def configure_optimizers(self) -> None:
-        return None  # the SGD step is written out in _sgd_update
+    def _apply_steps(self, steps: list[_Steps]) -> None:
+        """Add a batch's steps to the factors, slice by slice in order (index-adds sum a repeated row's steps);
+        with lanes, users on one thread and items on another: they touch different tensors."""
+
+        def users() -> None:
+            for step in steps:
+                self.user_factors.index_add_(0, step.users, step.user_step)
+
+        def items() -> None:
+            for step in steps:
+                self.item_factors.index_add_(0, step.items, step.item_step)
+
+        if self._lanes is None:
+            users()
+            items()
+        else:
+            self._lanes.run([users, items])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return step_counter(self)  # counts the steps for Lightning; the updates are written out in training_step
 
     def recommend(
         self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
@@ -141,50 +316,10 @@ class BPR(lightning.LightningModule):
         """(n, factors [+ 1]) user factors, with a column of ones that meets the item bias."""
         if self.user_factors is None:
             raise NotFittedError("BPR.user_vectors() called before fit()")
-        vectors = self.user_factors.detach()[user_idx.to(self.user_factors.device)]
-        if not self.item_bias:
-            return vectors
-        return torch.cat([vectors, vectors.new_ones(len(vectors), 1)], dim=1)
+        return self.user_factors.detach()[user_idx.to(self.user_factors.device)]
 
     def item_vectors(self) -> torch.Tensor:
         """(num_items, factors [+ 1]) item factors, with the item bias as the last column."""
         if self.item_factors is None:
             raise NotFittedError("BPR.item_vectors() called before fit()")
-        if not self.item_bias:
-            return self.item_factors.detach()
-        return torch.cat([self.item_factors.detach(), self.item_biases.detach()[:, None]], dim=1)
-
-
-def pair_keys(matrix: views.SparseMatrix, device: torch.device) -> torch.Tensor:
-    """user * num_items + item of every nonzero (int64 on `device`), ascending because CSR order is key order."""
-    rows = torch.from_numpy(matrix.row_ids()).to(device, torch.int64)
-    return rows * matrix.shape[1] + torch.from_numpy(matrix.indices).to(device, torch.int64)
-
-
-def sample_triples(
-    matrix: DeviceCSR,
-    size: int,
-    generator: torch.Generator,
-    negatives: str = "popularity",
-    known_pairs: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(user, positive, negative, kept) for `size` draws on the matrix's device.
-
-    A uniform nonzero gives the user and the positive; the negative is the item of another uniform nonzero
-    ("popularity") or a uniform item. With `known_pairs` (pair_keys), kept is 0.0 where the negative is one of the
-    user's items (implicit skips those triples), else 1.0.
-    """
-    device = matrix.indices.device
-    nonzero = torch.randint(matrix.nnz, (size,), device=device, generator=generator)
-    users = torch.searchsorted(matrix.indptr, nonzero, right=True) - 1
-    positives = matrix.indices[nonzero]
-    if negatives == "popularity":
-        negative_items = matrix.indices[torch.randint(matrix.nnz, (size,), device=device, generator=generator)]
-    else:
-        negative_items = torch.randint(matrix.shape[1], (size,), device=device, generator=generator)
-    kept = torch.ones(size, device=device)
-    if known_pairs is not None:
-        keys = users * matrix.shape[1] + negative_items
-        where = torch.searchsorted(known_pairs, keys).clamp_max(matrix.nnz - 1)
-        kept = (known_pairs[where] != keys).float()
-    return users, positives, negative_items, kept
+        return self.item_factors.detach()

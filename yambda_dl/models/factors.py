@@ -1,13 +1,17 @@
 """What the matrix-factorisation models (iALS, BPR) share: the user x item matrix on the module's device (memory
-checked there, host or CUDA), batches of its rows that bound memory, a loader of training steps, the one-device
-Trainer check, and ranking through eval/retrieval.
+checked there, host or CUDA) with its row chunks as torch CSR tensors, batches of its rows that bound memory, the CPU
+lanes that share a step's pieces between threads, a loader of training steps, the step counter that lets Lightning
+checkpoint them, the one-device Trainer check, and ranking through eval/retrieval.
 
 Both models sample or sweep on the device themselves, so the loader only counts steps: no data crosses the host.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import lightning
 import numpy as np
@@ -17,6 +21,9 @@ from torch.utils.data import DataLoader
 from yambda_dl.data.views import SparseMatrix, check_memory
 from yambda_dl.eval.retrieval import CSR, topk
 from yambda_dl.models.base import VectorRecommender
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # indptr, indices (int64: what torch's index kernels take) and float32 values on the device
 DEVICE_BYTES_PER_NONZERO = 12
@@ -45,6 +52,63 @@ class DeviceCSR:
     @property
     def nnz(self) -> int:
         return self.indices.numel()
+
+    def rows(self, start: int, stop: int) -> DeviceCSR:
+        """Rows [start, stop) as a CSR of their own: views of the columns and values, a new (small) indptr."""
+        first, last = int(self.indptr[start]), int(self.indptr[stop])
+        return DeviceCSR(
+            self.indptr[start : stop + 1] - first,
+            self.indices[first:last],
+            self.values[first:last],
+            (stop - start, self.shape[1]),
+        )
+
+    def sparse(self, values: torch.Tensor | None = None) -> torch.Tensor:
+        """This matrix as a torch sparse CSR tensor (for sparse.mm / sampled_addmm), with `values` in place of
+        its own when given: the same structure, no copy of the indices."""
+        return torch.sparse_csr_tensor(
+            self.indptr,
+            self.indices,
+            self.values if values is None else values,
+            self.shape,
+            check_invariants=False,  # built from a valid CSR; checking would cost a pass over the matrix each call
+        )
+
+
+class Lanes:
+    """CPU threads that each run single-threaded tensor operations on their own share of the work.
+
+    torch's intra-op threads meet at a barrier after every operation. When another process holds a core, each
+    barrier waits for a descheduled thread, so a step made of many mid-sized operations runs many times slower on
+    two threads than on one (measured before lanes: BPR at 50x implicit's time, iALS 17x). Lanes split the work
+    instead, as implicit's OpenMP loops do: each lane takes whole pieces (row chunks of iALS, slices of a BPR batch)
+    from a queue, so a lane that is descheduled delays only its piece, and the pieces meet at one wait. torch
+    releases the GIL inside an operation. The work is split into pieces the same way on any number of lanes.
+    """
+
+    def __init__(self, lanes: int) -> None:
+        self.lanes = lanes
+        # each lane's own operations are single-threaded (torch.set_num_threads is per thread under OpenMP)
+        self._pool = ThreadPoolExecutor(lanes, "factor-lane", initializer=torch.set_num_threads, initargs=(1,))
+
+    def map(self, work: Callable[[T], R], pieces: Iterable[T]) -> list[R]:
+        """work(piece) for every piece, on the lanes; the results in the pieces' order."""
+        return list(self._pool.map(work, pieces))
+
+    def run(self, tasks: list[Callable[[], None]]) -> None:
+        """Every task on its own lane; returns when all are done (raises the first error)."""
+        for future in [self._pool.submit(task) for task in tasks]:
+            future.result()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown()
+        torch.set_num_threads(self.lanes)  # the lanes' setting also reached torch's default for new threads
+
+
+def cpu_lanes(device: torch.device) -> Lanes | None:
+    """Lanes for torch's CPU thread count on the CPU; None (plain whole-tensor operations) on CUDA or one thread."""
+    threads = torch.get_num_threads()
+    return Lanes(threads) if device.type == "cpu" and threads > 1 else None
 
 
 def check_device_memory(needed_bytes: int, what: str, device: torch.device, fraction: float = 0.8) -> None:
@@ -90,6 +154,20 @@ def length_sorted_batches(indptr: np.ndarray, batch_rows: int, batch_nonzeros: i
     starts = np.flatnonzero(np.concatenate([[True], (keys[:, 1:] != keys[:, :-1]).any(axis=0)]))
     stops = np.append(starts[1:], len(lengths))
     return [(int(a), int(b), max(int(lengths[b - 1]), 1)) for a, b in zip(starts, stops, strict=True)]
+
+
+def row_chunks(indptr: np.ndarray, batch_rows: int, batch_nonzeros: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges (start, stop) of at most batch_rows rows and about batch_nonzeros nonzeros (at least
+    one row each), in row order: the unit of the sparse-kernel CG, whose work memory grows with the rows' count."""
+    lengths = np.diff(indptr)
+    if len(lengths) == 0:
+        return []
+    nonzeros_before = indptr[:-1] - indptr[0]
+    position = np.arange(len(lengths))
+    keys = np.stack([position // batch_rows, nonzeros_before // batch_nonzeros])
+    starts = np.flatnonzero(np.concatenate([[True], (keys[:, 1:] != keys[:, :-1]).any(axis=0)]))
+    stops = np.append(starts[1:], len(lengths))
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
 def length_order(indptr: np.ndarray) -> np.ndarray:
@@ -151,6 +229,13 @@ def seeded_uniform(shape: tuple[int, int], low: float, high: float, seed: int) -
     """Uniform [low, high) float32 values drawn on the CPU from `seed`: the same start on every device."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(shape, generator=generator) * (high - low) + low
+
+
+def step_counter(module: torch.nn.Module) -> torch.optim.Optimizer:
+    """An optimizer that changes nothing, for configure_optimizers: these models write their updates themselves, but
+    Lightning counts global steps by optimizer steps, and ModelCheckpoint saves only when the global step has moved
+    (without it a run writes no per-epoch checkpoint). training_step calls `self.optimizers().step()` once."""
+    return torch.optim.SGD(module.parameters(), lr=0.0)  # no parameter has a gradient: step() skips them all
 
 
 def frozen_parameter(values: torch.Tensor) -> torch.nn.Parameter:

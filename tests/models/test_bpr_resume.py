@@ -1,0 +1,48 @@
+"""BPR resumes: its draws come from (seed, epoch), so a fit stopped after a checkpoint and resumed from last.ckpt by
+a fresh model repeats the uninterrupted one, with one thread or with lanes (several CPU threads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yambda_dl.models.bpr import BPR
+
+from .test_ials import checkerboard_split
+from .test_ials_resume import check_resume_repeats_the_run
+
+
+@pytest.fixture
+def one_thread():
+    """torch's CPU threads at 1 for the test (BPR then runs without lanes), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(**overrides) -> BPR:
+    # batch_size 16 on 48 nonzeros: three updates per epoch, each from draws of that epoch's generator
+    return BPR(**{"factors": 4, "iterations": 6, "learning_rate": 0.1, "batch_size": 16, **overrides})
+
+
+def test_a_resumed_fit_ends_where_an_uninterrupted_one_does(tmp_path):
+    check_resume_repeats_the_run(build, checkerboard_split(tmp_path / "data"), tmp_path, epochs=6, stop=3)
+
+
+def test_the_same_with_one_thread(tmp_path, one_thread):
+    check_resume_repeats_the_run(build, checkerboard_split(tmp_path / "data"), tmp_path, epochs=6, stop=3)
+
+
+def test_lanes_change_nothing(tmp_path):
+    """Several threads (lanes computing slices of a batch) give the factors one thread gives."""
+    split = checkerboard_split(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = build().fit(split).item_vectors()
+        torch.set_num_threads(3)
+        lanes = build().fit(split).item_vectors()
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(lanes, alone, rtol=1e-6, atol=1e-7)
