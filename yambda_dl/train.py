@@ -273,6 +273,7 @@ def quiet_third_party() -> None:
         ".*smaller than the logging interval.*",  # tiny data: one batch per epoch
         ".*returned `None`, this fit will run with no optimizer.*",  # iALS: manual optimization, by design
         r".*isinstance\(treespec, LeafSpec\).*",  # a torch deprecation inside Lightning
+        ".*`IterableDataset` has `__len__` defined.*",  # exact by construction: sharded per rank and worker
     ):
         warnings.filterwarnings("ignore", message=message)
 
