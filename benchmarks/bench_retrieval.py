@@ -29,7 +29,7 @@ def _run_case(case: str, args: argparse.Namespace, items: int) -> dict:
     import faiss
     import torch
 
-    from yambda_dl.eval.retrieval import topk
+    from yambda_dl.retrieval import topk
 
     user_vectors, item_vectors = _vectors(args.users, items, args.dim)
     inputs_rss_mb = peak_rss_mb()

@@ -8,6 +8,7 @@ import pytest
 from yambda_dl.data import views
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
+from yambda_dl.utils import memory
 
 from ..conftest import TEST_START, listen, write_flat
 
@@ -42,5 +43,12 @@ def test_user_item_matrix(split, values, expected):
 def test_unknown_values_and_memory_refusal(split):
     with pytest.raises(ValueError, match="valid choices: binary, count"):
         views.user_item_matrix(split, "tfidf")
-    with pytest.raises(MemoryError, match=r"needs .* GiB but only"):
-        views.check_memory(1 << 60, "a huge matrix")
+    with pytest.raises(
+        MemoryError, match=r"a huge matrix needs .* GiB but only .* GiB is free \(the limit is 80% of it\)"
+    ):
+        memory.check_fits(1 << 60, "a huge matrix")
+    with pytest.raises(MemoryError, match=r"needs about .* GiB \(parts\) but .*is 50% of it\); lower x"):
+        memory.check_fits(1 << 60, "a huge step", "cpu", 0.5, detail=" (parts)", hint="lower x", estimate=True)
+    memory.check_fits(1 << 20, "a small matrix", available=1 << 21)  # 50% of what is free: fits
+    with pytest.raises(MemoryError, match=r"only 1.00 GiB is free on cuda:0 \(the limit is 80% of it\); .* a device"):
+        memory.check_fits(1 << 40, "a matrix on the device", "cuda:0", available=1 << 30)  # no CUDA needed here

@@ -10,8 +10,8 @@ import torch
 
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
-from yambda_dl.eval.retrieval import CSR
 from yambda_dl.models.popularity import DecayPop, MostPop, Random
+from yambda_dl.retrieval import CSR
 
 from ..conftest import listen, write_flat
 

@@ -74,6 +74,8 @@ def test_refuses_with_the_numbers_when_the_gram_cannot_fit(split):
     model = SANSA(memory_limit_gb=1e-9)
     with pytest.raises(MemoryError, match=r"13 nonzeros \(exact; upper bound .*memory_limit_gb=1e-09"):
         model.check_gram_fits(counts)
+    with pytest.raises(MemoryError, match=r"over the limit of .* GiB \(0% of the memory available now\)"):
+        SANSA(memory_fraction=1e-15).check_gram_fits(counts)  # no memory_limit_gb: a share of what is free now
     fits = SANSA(memory_limit_gb=1.0).check_gram_fits(counts)
     assert fits.bytes == 13 * GRAM_BYTES_PER_NONZERO
 

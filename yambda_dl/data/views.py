@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import psutil
 import torch
+
+from yambda_dl.utils.memory import check_fits
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
@@ -82,7 +83,7 @@ class SparseMatrix:
 
         Memory: the result (8 bytes per nonzero) plus an int64 permutation and int32 row ids while it sorts.
         """
-        check_memory(self.nnz * (BYTES_PER_NONZERO + 12) + 8 * self.shape[1], "the transposed matrix")
+        check_fits(self.nnz * (BYTES_PER_NONZERO + 12) + 8 * self.shape[1], "the transposed matrix")
         order = np.argsort(self.indices, kind="stable")  # stable: rows stay ascending within each column
         counts = np.bincount(self.indices, minlength=self.shape[1])
         indptr = np.zeros(self.shape[1] + 1, dtype=np.int64)
@@ -107,16 +108,6 @@ class SparseMatrix:
         return csr_matrix((self.values, self.indices, self.indptr), shape=self.shape)
 
 
-def check_memory(needed_bytes: int, what: str, fraction: float = 0.8) -> None:
-    """Refuse, with the numbers, an allocation larger than `fraction` of the memory available now."""
-    available = psutil.virtual_memory().available
-    if needed_bytes > fraction * available:
-        raise MemoryError(
-            f"{what} needs {needed_bytes / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB is available "
-            f"(the limit is {fraction:.0%} of it); use a smaller dataset or setup, or a machine with more memory"
-        )
-
-
 def _user_item_pairs(batch: dict[str, np.ndarray], num_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (user, item) keys of a batch, ascending, and how many events each has."""
     keys = batch["user_idx"] * num_items + batch["item_idx"]
@@ -134,7 +125,7 @@ def user_item_matrix(split: Split, values: str = "binary") -> SparseMatrix:
         raise ValueError(f"unknown matrix values {values!r}; valid choices: {', '.join(MATRIX_VALUES)}")
     num_users, num_items = split.num_users, split.num_items
     nnz = sum(len(_user_item_pairs(b, num_items)[0]) for b in split.iter_train(columns=("user_idx", "item_idx")))
-    check_memory(nnz * BYTES_PER_NONZERO + 8 * num_users, "the user x item matrix")
+    check_fits(nnz * BYTES_PER_NONZERO + 8 * num_users, "the user x item matrix")
     indices = np.empty(nnz, dtype=np.int32)
     data = np.empty(nnz, dtype=np.float32)
     row_counts = np.zeros(num_users, dtype=np.int64)

@@ -17,7 +17,7 @@ from yambda_dl.eval.recommend import recommend_all
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
-    from yambda_dl.eval.retrieval import CSR
+    from yambda_dl.retrieval import CSR
 
 
 class RankingEvaluation(lightning.Callback):

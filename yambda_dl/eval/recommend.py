@@ -1,6 +1,6 @@
 """Top-k recommendations of every ranked user, from any Recommender, in bounded user batches.
 
-Vector models are ranked by eval/retrieval (exact, tiled); others by their own recommend(). Memory: the output
+Vector models are ranked by retrieval.py (exact, tiled); others by their own recommend(). Memory: the output
 (users x k indices and scores) plus one batch's work.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from yambda_dl.data import views
-from yambda_dl.eval.retrieval import CSR, topk
 from yambda_dl.models.base import VectorRecommender
+from yambda_dl.retrieval import CSR, mask_rows, topk
 from yambda_dl.utils.progress import Progress
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def recommend_all(
     progress = Progress("scoring", total=num_users, unit="users")  # a line every few seconds, or a bar on a TTY
     for start in range(0, num_users, batch_users):
         users = torch.arange(start, min(start + batch_users, num_users))
-        mask = csr_rows(exclude, start, start + len(users)) if exclude is not None else None
+        mask = mask_rows(exclude, start, start + len(users))
         if item_vectors is not None:
             batch_scores, batch_items = topk(
                 model.user_vectors(users),
@@ -59,12 +59,6 @@ def recommend_all(
     if not items:
         return torch.zeros((0, k), dtype=torch.int64), torch.zeros((0, k), dtype=torch.float32)
     return torch.cat(items), torch.cat(scores)
-
-
-def csr_rows(csr: CSR, start: int, stop: int) -> CSR:
-    """Rows start..stop-1 of a CSR, re-based to start at 0 (views, no copy of the indices)."""
-    offsets = csr.offsets[start : stop + 1]
-    return CSR(offsets=offsets - offsets[0], indices=csr.indices[int(offsets[0]) : int(offsets[-1])])
 
 
 def seen_items(split: Split) -> CSR:

@@ -2,7 +2,7 @@
 
 A model learns from a Split (through the views it needs) and returns, for dense user indices, its top-k dense item
 indices with their scores. Models that produce vectors implement `user_vectors`/`item_vectors` and let
-eval/retrieval rank them, so that tiling, tie-breaking and seen-masking live in one place.
+retrieval.py rank them, so that tiling, tie-breaking and seen-masking live in one place.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
-    from yambda_dl.eval.retrieval import CSR
+    from yambda_dl.retrieval import CSR
 
 
 @runtime_checkable

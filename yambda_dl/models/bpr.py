@@ -28,7 +28,6 @@ from yambda_dl.data import views
 from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.factors import (
     Lanes,
-    check_device_memory,
     cpu_lanes,
     frozen_parameter,
     recommend_by_vectors,
@@ -37,10 +36,11 @@ from yambda_dl.models.factors import (
     step_counter,
     steps_loader,
 )
+from yambda_dl.utils.memory import DEFAULT_FRACTION, check_fits
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
-    from yambda_dl.eval.retrieval import CSR
+    from yambda_dl.retrieval import CSR
 
 # "popularity": the item of a uniformly drawn nonzero (implicit's sampler); "uniform": any train item alike
 NEGATIVE_SAMPLERS = ("popularity", "uniform")
@@ -75,9 +75,16 @@ class TripleSampler:
     hash_shift: int  # a key's bucket: (key * _GOLDEN) >> hash_shift, masked to the bucket count
 
     @classmethod
-    def build(cls, matrix: views.SparseMatrix, device: torch.device, negatives: str, verify: bool) -> TripleSampler:
+    def build(
+        cls,
+        matrix: views.SparseMatrix,
+        device: torch.device,
+        negatives: str,
+        verify: bool,
+        memory_fraction: float = DEFAULT_FRACTION,
+    ) -> TripleSampler:
         per_nonzero = SAMPLER_BYTES_PER_NONZERO + (KEY_BYTES_PER_NONZERO if verify else 0)
-        check_device_memory(matrix.nnz * per_nonzero, "BPR's triple sampler", device)
+        check_fits(matrix.nnz * per_nonzero, "BPR's triple sampler", device, memory_fraction)
         users = torch.from_numpy(matrix.row_ids()).to(device, torch.int64)
         items = torch.from_numpy(matrix.indices).to(device, torch.int64)
         table, shift = None, 0
@@ -151,7 +158,8 @@ class BPR(lightning.LightningModule):
     Keys as implicit names them: factors, learning_rate, regularization, iterations (epochs),
     verify_negatives (skip a triple whose negative the user has); plus batch_size (triples updated together),
     negatives, and init_scale: factors start uniform in [-init_scale / 2, init_scale / 2) / factors (implicit's
-    start at 1.0), biases at 0. ckpt_path resumes fitting from a Lightning checkpoint.
+    start at 1.0), biases at 0. memory_fraction: the share of the device's free memory the sampler may take.
+    ckpt_path resumes fitting from a Lightning checkpoint.
     """
 
     def __init__(
@@ -166,6 +174,7 @@ class BPR(lightning.LightningModule):
         item_bias: bool = True,
         init_scale: float = 1.0,
         seed: int = 0,
+        memory_fraction: float = DEFAULT_FRACTION,
         ckpt_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -179,7 +188,8 @@ class BPR(lightning.LightningModule):
                 f"need learning_rate > 0, regularization >= 0 and init_scale > 0; got {learning_rate}, "
                 f"{regularization}, {init_scale}"
             )
-        self.save_hyperparameters(ignore=["ckpt_path"])  # where to resume from is not part of the model
+        # where to resume from, and the memory check's share, are not part of the model
+        self.save_hyperparameters(ignore=["ckpt_path", "memory_fraction"])
         self.factors, self.iterations, self.learning_rate = factors, iterations, learning_rate
         self.regularization, self.batch_size, self.negatives = regularization, batch_size, negatives
         self.verify_negatives, self.item_bias, self.init_scale, self.seed = (
@@ -188,7 +198,7 @@ class BPR(lightning.LightningModule):
             init_scale,
             seed,
         )
-        self.ckpt_path = ckpt_path
+        self.ckpt_path, self.memory_fraction = ckpt_path, memory_fraction
         self.automatic_optimization = False  # implicit's SGD rule, applied in place: no autograd graph
         # (users, factors [+ 1]) and (items, factors [+ 1]): with item_bias, a column of ones and the biases
         self.user_factors: torch.nn.Parameter | None = None
@@ -233,7 +243,9 @@ class BPR(lightning.LightningModule):
 
     def on_fit_start(self) -> None:
         """The sampler on the device (16 bytes per nonzero; ~26 more for the table that verifies negatives)."""
-        self._sampler = TripleSampler.build(self._matrix, self.device, self.negatives, self.verify_negatives)
+        self._sampler = TripleSampler.build(
+            self._matrix, self.device, self.negatives, self.verify_negatives, self.memory_fraction
+        )
         self._lanes = cpu_lanes(self.device)
 
     def epoch_generator(self, epoch: int) -> torch.Generator:

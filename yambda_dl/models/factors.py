@@ -1,7 +1,7 @@
 """What the matrix-factorisation models (iALS, BPR) share: the user x item matrix on the module's device (memory
 checked there, host or CUDA) with its row chunks as torch CSR tensors, batches of its rows that bound memory, the CPU
 lanes that share a step's pieces between threads, a loader of training steps, the step counter that lets Lightning
-checkpoint them, the one-device Trainer check, and ranking through eval/retrieval.
+checkpoint them, the one-device Trainer check, and ranking through retrieval.py.
 
 Both models sample or sweep on the device themselves, so the loader only counts steps: no data crosses the host.
 """
@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from yambda_dl.data.views import SparseMatrix, check_memory
-from yambda_dl.eval.retrieval import CSR, topk
+from yambda_dl.data.views import SparseMatrix
 from yambda_dl.models.base import VectorRecommender
+from yambda_dl.retrieval import CSR, topk
+from yambda_dl.utils.memory import DEFAULT_FRACTION, check_fits
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,9 +40,10 @@ class DeviceCSR:
     shape: tuple[int, int]
 
     @classmethod
-    def from_matrix(cls, matrix: SparseMatrix, device: torch.device) -> DeviceCSR:
-        """Copy a SparseMatrix to `device`. Memory there: 12 bytes per nonzero plus 8 per row."""
-        check_device_memory(matrix.nnz * DEVICE_BYTES_PER_NONZERO, "the matrix on the device", device)
+    def from_matrix(cls, matrix: SparseMatrix, device: torch.device, fraction: float = DEFAULT_FRACTION) -> DeviceCSR:
+        """Copy a SparseMatrix to `device`, refused over `fraction` of its free memory. Memory there: 12 bytes per
+        nonzero plus 8 per row."""
+        check_fits(matrix.nnz * DEVICE_BYTES_PER_NONZERO, "the matrix on the device", device, fraction)
         return cls(
             torch.from_numpy(matrix.indptr).to(device),
             torch.from_numpy(matrix.indices).to(device, torch.int64),
@@ -109,19 +111,6 @@ def cpu_lanes(device: torch.device) -> Lanes | None:
     """Lanes for torch's CPU thread count on the CPU; None (plain whole-tensor operations) on CUDA or one thread."""
     threads = torch.get_num_threads()
     return Lanes(threads) if device.type == "cpu" and threads > 1 else None
-
-
-def check_device_memory(needed_bytes: int, what: str, device: torch.device, fraction: float = 0.8) -> None:
-    """Refuse, with the numbers, an allocation larger than `fraction` of what is free on `device` (host or CUDA)."""
-    if device.type != "cuda":
-        check_memory(needed_bytes, what, fraction)
-        return
-    free, _ = torch.cuda.mem_get_info(device)
-    if needed_bytes > fraction * free:
-        raise MemoryError(
-            f"{what} needs {needed_bytes / 2**30:.2f} GiB but {device} has {free / 2**30:.2f} GiB free (the limit is "
-            f"{fraction:.0%} of it); use a smaller dataset or setup, or a device with more memory"
-        )
 
 
 @dataclass(frozen=True)
@@ -246,6 +235,6 @@ def frozen_parameter(values: torch.Tensor) -> torch.nn.Parameter:
 def recommend_by_vectors(
     model: VectorRecommender, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Recommender contract for a vector model: (item_idx (n, k), scores (n, k)) on the CPU, via eval/retrieval."""
+    """The Recommender contract for a vector model: (item_idx (n, k), scores (n, k)) on the CPU, via retrieval.py."""
     scores, items = topk(model.user_vectors(torch.as_tensor(user_idx)), model.item_vectors(), k, exclude=exclude)
     return items.cpu(), scores.cpu()

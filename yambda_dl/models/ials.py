@@ -41,10 +41,11 @@ from yambda_dl.models.factors import (
     step_counter,
     steps_loader,
 )
+from yambda_dl.utils.memory import DEFAULT_FRACTION
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
-    from yambda_dl.eval.retrieval import CSR
+    from yambda_dl.retrieval import CSR
 
 SOLVERS = ("cg", "cholesky")
 # On the CPU, CG solves chunks of at most this many rows, so that a chunk's work tensors (1 MiB each at 64 factors)
@@ -79,13 +80,14 @@ class _Side:
         batch_rows: int,
         batch_nonzeros: int,
         pieces: int = 1,
+        memory_fraction: float = DEFAULT_FRACTION,
     ) -> _Side:
         """CG: chunks of batch_rows rows (its extra memory per nonzero, 8 bytes, is less than the matrix's own).
         Cholesky: about batch_nonzeros gathered nonzeros and at most batch_nonzeros // factors rows per batch, set by
         the caller, so that the systems take no more memory than the gathered factors; when every c is 1, one shared
         system and CG's chunks instead. pieces > 1 (CPU lanes): at least that many chunks, of similar rows and
         nonzeros, so that the lanes share the work."""
-        on_device = DeviceCSR.from_matrix(matrix, device)
+        on_device = DeviceCSR.from_matrix(matrix, device, memory_fraction)
         weighted = bool((matrix.values != 1.0).any())  # alpha > 0: rows have systems of their own
         chunks, order, batches = [], torch.empty(0, dtype=torch.int64), []
         if solver == "cg" or not weighted:
@@ -108,7 +110,8 @@ class IALS(lightning.LightningModule):
     cache, shared out to Lanes when torch has several threads); Cholesky gathers about batch_nonzeros
     nonzeros' factors at once (at most 2 * batch_nonzeros * factors floats, padding included) and solves at most
     min(batch_rows, batch_nonzeros // factors) rows together (as many floats again for their systems).
-    ckpt_path resumes fitting from a Lightning checkpoint (the factors are the module's state).
+    memory_fraction: the share of the device's free memory the matrix may take there. ckpt_path resumes fitting
+    from a Lightning checkpoint (the factors are the module's state).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class IALS(lightning.LightningModule):
         batch_rows: int = 262_144,
         batch_nonzeros: int = 262_144,
         log_objective: bool = False,
+        memory_fraction: float = DEFAULT_FRACTION,
         ckpt_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -141,11 +145,12 @@ class IALS(lightning.LightningModule):
             raise ValueError(
                 f"need regularization >= 0, alpha >= 0 and init_scale > 0; got {regularization}, {alpha}, {init_scale}"
             )
-        self.save_hyperparameters(ignore=["ckpt_path"])  # where to resume from is not part of the model
+        # where to resume from, and the memory check's share, are not part of the model
+        self.save_hyperparameters(ignore=["ckpt_path", "memory_fraction"])
         self.factors, self.iterations, self.regularization, self.alpha = factors, iterations, regularization, alpha
         self.solver, self.cg_steps, self.values, self.init_scale, self.seed = solver, cg_steps, values, init_scale, seed
         self.batch_rows, self.batch_nonzeros, self.log_objective = batch_rows, batch_nonzeros, log_objective
-        self.ckpt_path = ckpt_path
+        self.ckpt_path, self.memory_fraction = ckpt_path, memory_fraction
         self.automatic_optimization = False  # a sweep is a closed-form update, not a gradient step
         self.user_factors: torch.nn.Parameter | None = None
         self.item_factors: torch.nn.Parameter | None = None
@@ -199,7 +204,8 @@ class IALS(lightning.LightningModule):
         # with lanes, 4 pieces per lane: a lane that the OS deschedules holds up a quarter of its share, not all
         pieces = 4 * self._lanes.lanes if self._lanes is not None else 1
         self._sides = tuple(
-            _Side.build(m, self.device, self.solver, rows, self.batch_nonzeros, pieces) for m in (users, items)
+            _Side.build(m, self.device, self.solver, rows, self.batch_nonzeros, pieces, self.memory_fraction)
+            for m in (users, items)
         )
 
     def training_step(self, batch: int, batch_idx: int) -> None:

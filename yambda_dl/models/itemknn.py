@@ -43,11 +43,11 @@ from scipy.sparse import csr_matrix
 from torch import Tensor
 
 from yambda_dl.data import views
-from yambda_dl.data.views import SparseMatrix, check_memory
-from yambda_dl.eval.recommend import csr_rows as mask_csr_rows
-from yambda_dl.eval.retrieval import CSR, topk_over_score_tiles
+from yambda_dl.data.views import SparseMatrix
 from yambda_dl.models.base import NotFittedError, check_k
-from yambda_dl.models.factors import check_device_memory
+from yambda_dl.retrieval import CSR, mask_rows, topk_over_score_tiles
+from yambda_dl.sparse import csr_rows, scipy_to_torch, select_rows, sparse_matmul
+from yambda_dl.utils.memory import DEFAULT_FRACTION, check_fits
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
@@ -96,51 +96,6 @@ def decayed_profiles(split: Split, hours: float, base: float = 0.9, min_weight: 
     indices_all = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
     values_all = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
     return SparseMatrix(indptr, indices_all, values_all, (split.num_users, split.num_items))
-
-
-def csr_rows(matrix: Tensor, start: int, stop: int) -> Tensor:
-    """Rows start..stop-1 of a torch CSR matrix; the column and value arrays are views, not copies."""
-    crow = matrix.crow_indices()
-    lo, hi = int(crow[start]), int(crow[stop])
-    return torch.sparse_csr_tensor(
-        crow[start : stop + 1] - lo,
-        matrix.col_indices()[lo:hi],
-        matrix.values()[lo:hi],
-        size=(stop - start, matrix.shape[1]),
-        device=matrix.device,
-        check_invariants=False,  # a slice of a valid CSR is valid
-    )
-
-
-def sparse_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """CSR @ CSR -> CSR, on the operands' device.
-
-    On the CPU the product goes through scipy: torch 2.13's CPU CSR @ CSR kernel keeps about 11 bytes per output
-    nonzero after every call (RSS grew by 41 MB a call for a 3.6M-nonzero product), which ran the pruned neighbour
-    search of 50m Listen+ out of 24 GB. On CUDA torch's own kernel is used. The arrays are shared, not copied.
-    """
-    if a.device.type != "cpu":
-        return a @ b
-    product = torch_to_scipy(a) @ torch_to_scipy(b)
-    product.sort_indices()
-    return scipy_to_torch(product)
-
-
-def torch_to_scipy(matrix: Tensor) -> csr_matrix:
-    """A CPU torch CSR tensor as a scipy CSR matrix sharing its arrays."""
-    crow, cols, values = matrix.crow_indices(), matrix.col_indices(), matrix.values()
-    return csr_matrix((values.numpy(), cols.numpy(), crow.numpy()), shape=matrix.shape)
-
-
-def scipy_to_torch(matrix: csr_matrix) -> Tensor:
-    """A scipy CSR matrix (canonical: no duplicates) as a float64 torch CSR tensor."""
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(matrix.indptr.astype(np.int64)),
-        torch.from_numpy(matrix.indices.astype(np.int64)),
-        torch.from_numpy(np.asarray(matrix.data, dtype=np.float64)),  # shared when float64 already
-        size=matrix.shape,
-        check_invariants=False,  # scipy's CSR: in range, no duplicates
-    )
 
 
 def cpu_neighbours(
@@ -244,7 +199,8 @@ class ItemKNN:
     normalize: "cosine" (the default) or "paper", the official scripts' per-user normalisation (module doc).
     user_tile / item_tile bound the scoring memory; neighbor_block_nonzeros bounds the item-item products of one
     block of the pruned variant's neighbour search (on the CPU, one block per torch thread runs at once). device:
-    where the sparse products run (cpu, cuda).
+    where the sparse products run (cpu, cuda). memory_fraction: the share of the free memory (host, or the device's
+    for the neighbour lists) that the fit may take.
     """
 
     def __init__(
@@ -257,6 +213,7 @@ class ItemKNN:
         neighbor_block_nonzeros: int = 1 << 25,
         device: str = "cpu",
         normalize: str = "cosine",
+        memory_fraction: float = DEFAULT_FRACTION,
     ) -> None:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"ItemKNN normalize={normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
@@ -271,7 +228,7 @@ class ItemKNN:
             )
         self.hours, self.neighbors, self.base, self.normalize = hours, neighbors, base, normalize
         self.user_tile, self.item_tile, self.neighbor_block_nonzeros = user_tile, item_tile, neighbor_block_nonzeros
-        self.device = torch.device(device)
+        self.device, self.memory_fraction = torch.device(device), memory_fraction
         self.num_items: int | None = None
         self._profiles: Tensor | None = None  # exact: P D (users x items); pruned: P
         self._right: Tensor | None = None  # exact: Ĉ^T or R^T (items x users); pruned: M^T (items x items, N per col)
@@ -281,7 +238,11 @@ class ItemKNN:
         paper = self.normalize == "paper"
         counts = views.user_item_matrix(split, "count")
         profiles = decayed_profiles(split, self.hours, self.base, PAPER_MIN_WEIGHT if paper else 0.0)
-        check_memory(BYTES_PER_TORCH_NONZERO * (counts.nnz + profiles.nnz), "ItemKNN's profiles and item matrix")
+        check_fits(
+            BYTES_PER_TORCH_NONZERO * (counts.nnz + profiles.nnz),
+            "ItemKNN's profiles and item matrix",
+            fraction=self.memory_fraction,
+        )
         user_norms = None
         if paper:  # each user's count vector length, as the scripts' sparse_normalize computes it
             squares = np.bincount(counts.row_ids(), counts.values.astype(np.float64) ** 2, counts.shape[0])
@@ -326,10 +287,11 @@ class ItemKNN:
         workers = torch.get_num_threads() if self.device.type == "cpu" else 1
         # the kept entries twice (joined from the blocks, then transposed) and about three copies of each worker's block
         kept = min(self.neighbors, len(norms)) * len(norms)
-        check_device_memory(
+        check_fits(
             BYTES_PER_TORCH_NONZERO * (2 * kept + 3 * workers * self.neighbor_block_nonzeros),
             f"ItemKNN's neighbour lists ({len(norms):,} items x {self.neighbors} neighbours) and one block per worker",
             self.device,
+            self.memory_fraction,
         )
         # C D^-1 (cosine) or D_u^-1 C (paper): users x items
         target_values = users.values / (norms[users.indices] if user_norms is None else user_norms[users.row_ids()])
@@ -406,31 +368,3 @@ def top_per_row(rows: Tensor, cols: Tensor, values: Tensor, n: int) -> Tensor:
     row_start = torch.searchsorted(sorted_rows, sorted_rows, right=False)
     rank = torch.arange(len(order), device=rows.device) - row_start
     return order[rank < n]
-
-
-def select_rows(matrix: Tensor, user_idx: Tensor) -> Tensor:
-    """The CSR rows `user_idx` of a torch CSR matrix (any order), as a new CSR."""
-    crow = matrix.crow_indices()
-    user_idx = user_idx.to(crow.device)
-    starts, lengths = crow[user_idx], crow[user_idx + 1] - crow[user_idx]
-    new_crow = torch.zeros(len(user_idx) + 1, dtype=torch.int64, device=crow.device)
-    torch.cumsum(lengths, 0, out=new_crow[1:])
-    # positions of the selected rows' entries: the start of each row plus 0..length-1
-    offsets = torch.arange(int(new_crow[-1]), device=crow.device) - torch.repeat_interleave(new_crow[:-1], lengths)
-    positions = torch.repeat_interleave(starts, lengths) + offsets
-    return torch.sparse_csr_tensor(
-        new_crow,
-        matrix.col_indices()[positions],
-        matrix.values()[positions],
-        size=(len(user_idx), matrix.shape[1]),
-        check_invariants=False,  # whole rows of a valid CSR
-    )
-
-
-def mask_rows(exclude: CSR | None, start: int, stop: int) -> CSR | None:
-    """Rows start..stop-1 of the mask, re-based to 0."""
-    if exclude is None:
-        return None
-    offsets = torch.as_tensor(exclude.offsets, dtype=torch.int64)
-    indices = torch.as_tensor(exclude.indices, dtype=torch.int64)
-    return mask_csr_rows(CSR(offsets, indices), start, stop)

@@ -16,7 +16,7 @@ from yambda_dl.models.base import NotFittedError, check_k
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
-    from yambda_dl.eval.retrieval import CSR
+    from yambda_dl.retrieval import CSR
 
 
 def _excluded_rows(exclude: CSR | None, n: int) -> tuple[np.ndarray, np.ndarray]:

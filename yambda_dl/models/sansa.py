@@ -15,15 +15,15 @@ import importlib.util
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import psutil
 import torch
 from torch import Tensor
 
 from yambda_dl.data import views
 from yambda_dl.data.views import SparseMatrix
-from yambda_dl.eval.retrieval import CSR, topk_over_score_tiles
 from yambda_dl.models.base import NotFittedError, OptionalDependencyError, check_k
-from yambda_dl.models.itemknn import csr_rows, mask_rows, select_rows, sparse_matmul
+from yambda_dl.retrieval import CSR, mask_rows, topk_over_score_tiles
+from yambda_dl.sparse import csr_rows, select_rows, sparse_matmul
+from yambda_dl.utils.memory import DEFAULT_FRACTION, available_bytes
 
 if TYPE_CHECKING:
     from sansa import SANSAConfig
@@ -104,8 +104,8 @@ class SANSA:
     scans / finetune_steps: the UMR inverter's settings (upstream's script: 1 and 15). factorization_shift_step /
     factorization_shift_multiplier: when the incomplete Cholesky factorisation of the Gram matrix fails, it is retried
     with l2 + step * multiplier ** attempt on the diagonal (upstream's script: 1e-3 and 2). memory_limit_gb: the most
-    the Gram matrix may take (null = 80% of the memory available when fitting). estimate_samples: items sampled
-    for the Gram estimate. user_tile / item_tile / device: the scoring tiles and where they run.
+    the Gram matrix may take (null = memory_fraction, 80%, of the memory available when fitting). estimate_samples:
+    items sampled for the Gram estimate. user_tile / item_tile / device: the scoring tiles and where they run.
     """
 
     def __init__(
@@ -118,6 +118,7 @@ class SANSA:
         factorization_shift_step: float = 1e-3,
         factorization_shift_multiplier: float = 2.0,
         memory_limit_gb: float | None = None,
+        memory_fraction: float = DEFAULT_FRACTION,
         estimate_samples: int = 64,
         user_tile: int = 1024,
         item_tile: int = 262_144,
@@ -140,6 +141,7 @@ class SANSA:
         self.factorization_shift_step = factorization_shift_step
         self.factorization_shift_multiplier = factorization_shift_multiplier
         self.memory_limit_gb, self.estimate_samples = memory_limit_gb, estimate_samples
+        self.memory_fraction = memory_fraction
         self.user_tile, self.item_tile, self.device = user_tile, item_tile, torch.device(device)
         self.gram: GramEstimate | None = None
         self.num_items: int | None = None
@@ -151,7 +153,8 @@ class SANSA:
         """Estimate the Gram matrix's memory and refuse, with the numbers, when it exceeds the limit."""
         gram = estimate_gram_nonzeros(counts, self.estimate_samples)
         if self.memory_limit_gb is None:
-            limit, source = 0.8 * psutil.virtual_memory().available, "80% of the memory available now"
+            limit = self.memory_fraction * available_bytes()
+            source = f"{self.memory_fraction:.0%} of the memory available now"
         else:
             limit, source = self.memory_limit_gb * 2**30, f"memory_limit_gb={self.memory_limit_gb}"
         if gram.bytes > limit:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from yambda_dl.data.io import atomic_path
+from yambda_dl.utils.atomic import atomic_path
 
 PACKAGES = (
     "yambda_dl",

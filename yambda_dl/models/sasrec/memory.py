@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import psutil
-import torch
-
 from yambda_dl.models.sasrec.losses import LossConfig
 from yambda_dl.models.sasrec.network import NetworkConfig
+from yambda_dl.utils.memory import GIB
 
 FLOAT = 4  # bytes per float32 value
-GIB = 2**30
+# the keys to turn when an estimate does not fit (utils/memory.check_fits refuses it, with the numbers)
+HINT = (
+    "lower model.batch_size, model.max_len or model.d_model, or use a lighter model.loss (sampled_softmax; smaller "
+    "model.ce_chunk_items for full_ce)"
+)
 
 
 @dataclass(frozen=True)
@@ -61,21 +63,3 @@ def estimate(num_items: int, net: NetworkConfig, loss: LossConfig, batch_size: i
     else:  # shared negatives: (P, n) logits, their softmax and gradient
         loss_bytes = 3 * tokens * n * FLOAT + 2 * n * d * FLOAT
     return MemoryEstimate(params * FLOAT, 3 * params * FLOAT, activations, loss_bytes)
-
-
-def available_bytes(device: torch.device) -> int:
-    """Free memory where training runs: the GPU's free memory, or the host's available RAM."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    return psutil.virtual_memory().available
-
-
-def check_fits(needed: MemoryEstimate, available: int, fraction: float, what: str) -> None:
-    """Refuse, with the numbers and the keys to turn, an estimate over `fraction` of the available memory."""
-    if needed.total > fraction * available:
-        raise MemoryError(
-            f"{what} needs about {needed.total / GIB:.2f} GiB ({needed.describe()}) but only "
-            f"{available / GIB:.2f} GiB is free (the limit is {fraction:.0%} of it); lower model.batch_size, "
-            f"model.max_len or model.d_model, or use a lighter model.loss (sampled_softmax; smaller "
-            f"model.ce_chunk_items for full_ce)"
-        )

@@ -3,7 +3,7 @@
 `fit(split, trainer)` builds what the split implies (network sized to the catalogue, scoring sequences, negative
 sampler), checks the memory estimate, and trains through the given Trainer (or a small CPU one). Scoring follows the
 VectorRecommender contract: the user vector is the last hidden state of the user's last `max_len` train events, item
-vectors are the tied embedding table, and eval/retrieval ranks them.
+vectors are the tied embedding table, and retrieval.py ranks them.
 Memory: the network and Adam state (16 bytes per parameter, most of them in the items x d embedding table), one
 batch's activations and loss (memory.py prints the estimate), and the scoring sequences, memory-mapped from disk.
 """
@@ -23,16 +23,17 @@ from torch import Tensor
 from yambda_dl.data import views
 from yambda_dl.data.datamodules import SequenceDataModule
 from yambda_dl.data.sequences import PAD, scoring_matrix, user_sequences
-from yambda_dl.eval.retrieval import topk
 from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.sasrec import losses, memory
 from yambda_dl.models.sasrec.losses import LossConfig
 from yambda_dl.models.sasrec.negatives import make_sampler
 from yambda_dl.models.sasrec.network import NetworkConfig, SASRecNetwork
+from yambda_dl.retrieval import topk
+from yambda_dl.utils.memory import GIB, available_bytes, check_fits
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
-    from yambda_dl.eval.retrieval import CSR
+    from yambda_dl.retrieval import CSR
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _announce(message: str) -> None:
 
 
 class SASRec(lightning.LightningModule):
-    """The paper's SASRec, trainable on one device or many (DDP), scored through eval/retrieval."""
+    """The paper's SASRec, trainable on one device or many (DDP), scored through retrieval.py."""
 
     def __init__(
         self,
@@ -149,9 +150,18 @@ class SASRec(lightning.LightningModule):
             f"SASRec ({num_items:,} items, d={self.net_config.d_model}, batch {self.training_config.batch_size} x "
             f"{self.net_config.max_len}, loss {self.loss_config.loss}) on {device}"
         )
-        available = memory.available_bytes(device)
-        _announce(f"{what}: memory estimate {needed.describe()} of {available / memory.GIB:.2f} GiB free")
-        memory.check_fits(needed, available, self.training_config.memory_fraction, what)
+        available = available_bytes(device)
+        _announce(f"{what}: memory estimate {needed.describe()} of {available / GIB:.2f} GiB free")
+        check_fits(
+            needed.total,
+            what,
+            device,
+            self.training_config.memory_fraction,
+            detail=f" ({needed.describe()})",
+            hint=memory.HINT,
+            estimate=True,
+            available=available,
+        )
 
     # --- Lightning hooks -------------------------------------------------------------------------------------
 
@@ -246,6 +256,6 @@ class SASRec(lightning.LightningModule):
         return torch.cat(vectors)
 
     def recommend(self, user_idx: Tensor, k: int, exclude: CSR | None = None) -> tuple[Tensor, Tensor]:
-        """(item_idx int64 (n, k), scores float32 (n, k)), best first, through eval/retrieval."""
+        """(item_idx int64 (n, k), scores float32 (n, k)), best first, through retrieval.py."""
         scores, items = topk(self.user_vectors(user_idx), self.item_vectors(), k, exclude=exclude)
         return items.cpu(), scores.cpu()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from yambda_dl.eval.retrieval import CSR, _FaissTile, _torch_tile_topk, topk
+from yambda_dl.retrieval import CSR, _FaissTile, _torch_tile_topk, mask_rows, topk
 
 BACKENDS = ["torch", "faiss"]
 
@@ -157,3 +157,11 @@ def test_cuda_equals_cpu_on_ties_with_masking(backend: str):
         device="cuda",
     )
     assert torch.equal(cpu[1], gpu[1].cpu()) and torch.equal(cpu[0], gpu[0].cpu())
+
+
+def test_mask_rows_rebases_a_slice_of_the_mask_to_int64_tensors():
+    mask = CSR(offsets=np.array([0, 2, 2, 5], dtype=np.int64), indices=np.array([4, 7, 1, 2, 3], dtype=np.int32))
+    rows = mask_rows(mask, 1, 3)
+    assert rows.offsets.tolist() == [0, 0, 3] and rows.indices.tolist() == [1, 2, 3]
+    assert rows.offsets.dtype == rows.indices.dtype == torch.int64
+    assert mask_rows(None, 0, 2) is None

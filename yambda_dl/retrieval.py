@@ -27,6 +27,16 @@ class CSR(NamedTuple):
     indices: Tensor  # int64 (nnz,)
 
 
+def mask_rows(exclude: CSR | None, start: int, stop: int) -> CSR | None:
+    """Rows start..stop-1 of a mask as int64 tensors, re-based to start at 0 (views of the indices, no copy when they
+    are int64 tensors already); None for no mask."""
+    if exclude is None:
+        return None
+    offsets = torch.as_tensor(exclude.offsets, dtype=torch.int64)[start : stop + 1]
+    indices = torch.as_tensor(exclude.indices, dtype=torch.int64)
+    return CSR(offsets=offsets - offsets[0], indices=indices[int(offsets[0]) : int(offsets[-1])])
+
+
 def topk(
     user_vectors: Tensor,
     item_vectors: Tensor,
