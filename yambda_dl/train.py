@@ -17,8 +17,6 @@ from typing import Any
 
 import hydra
 import lightning
-import numpy as np
-import pyarrow as pa
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -28,6 +26,7 @@ from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Split, make_split
 from yambda_dl.eval.callback import RankingEvaluation
 from yambda_dl.eval.evaluator import evaluate, format_metrics_table
+from yambda_dl.eval.external import recommendations_table
 from yambda_dl.eval.recommend import recommend_all, seen_items
 from yambda_dl.utils import runinfo
 from yambda_dl.utils.rundir import CHECKPOINTS, RunFolder, RunFolderBusy, new_run_id
@@ -230,19 +229,7 @@ def build_trainer(
 
 def write_recommendations(split: Split, items: torch.Tensor, scores: torch.Tensor, path: Path) -> None:
     """recommendations.parquet: uid, item_ids (list), scores (list), in raw ids; -1 padding dropped."""
-    items_np, scores_np = items.numpy(), scores.numpy()
-    valid = items_np >= 0
-    offsets = np.zeros(len(items_np) + 1, dtype=np.int32)
-    np.cumsum(valid.sum(axis=1), out=offsets[1:])
-    raw_items = split.items[items_np[valid]]
-    table = pa.table(
-        {
-            "uid": pa.array(split.users, pa.uint32()),
-            "item_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(raw_items, pa.uint32())),
-            "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(scores_np[valid], pa.float32())),
-        }
-    )
-    write_parquet(table, path)
+    write_parquet(recommendations_table(split, items, scores), path)
 
 
 # --- the run -----------------------------------------------------------------------------------------------------

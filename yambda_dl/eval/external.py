@@ -232,9 +232,15 @@ def _first(values: Any) -> str:
 
 
 def recommendations_frame(split: Split, items: torch.Tensor, scores: torch.Tensor | None = None) -> pl.DataFrame:
+    """recommendations_table as a polars DataFrame (the Python API's result)."""
+    return pl.from_arrow(recommendations_table(split, items, scores))
+
+
+def recommendations_table(split: Split, items: torch.Tensor, scores: torch.Tensor | None = None) -> pa.Table:
     """uid, item_ids (list), scores (list) in raw ids, one row per ranked user; the -1 padding dropped.
 
-    items/scores: (num_ranked_users, k) as recommend_all returns them (row = user_idx).
+    items/scores: (num_ranked_users, k) as recommend_all returns them (row = user_idx). The one dense -> raw-id
+    conversion: recommendations.parquet, the Python API and yambda-eval's frames all come from it.
     """
     items_np = np.asarray(items)
     valid = items_np >= 0
@@ -247,7 +253,7 @@ def recommendations_frame(split: Split, items: torch.Tensor, scores: torch.Tenso
     if scores is not None:
         values = np.asarray(scores, dtype=np.float32)[valid]
         columns["scores"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()))
-    return pl.from_arrow(pa.table(columns))
+    return pa.table(columns)
 
 
 # --- the metrics, and a run folder --------------------------------------------------------------------------

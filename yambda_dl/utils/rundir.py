@@ -17,12 +17,12 @@ import logging
 import os
 import platform
 import secrets
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from yambda_dl.utils import runinfo
+from yambda_dl.utils.atomic import remove_path
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,6 @@ def _pid_alive(pid: int) -> bool:
 
 def _is_run_entry(name: str) -> bool:
     return name in RUN_ENTRIES or any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_ENTRY_PATTERNS)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 class RunFolder:
@@ -131,12 +124,12 @@ class RunFolder:
         kept = {LOCK_FILE, *keep, *((CHECKPOINTS,) if resume else ())}
         removed = [entry.name for entry in self.path.iterdir() if entry.name not in kept]
         for name in removed:
-            _remove(self.path / name)
+            remove_path(self.path / name)
         if removed and previous:
             log.info("run folder %s: removed run %s's outputs (%s)", self.path, previous.get("run_id"), len(removed))
         if resume and self.checkpoints.is_dir():  # a killed checkpoint write leaves a temporary file behind
             for tmp in self.checkpoints.glob(".tmp-*"):
-                _remove(tmp)
+                remove_path(tmp)
         self.started = _now()
         self._write_run("running")
 
