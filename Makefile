@@ -5,14 +5,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DATA   ?= data
 # SANSA joins the demo where its optional extra is installed (make setup-sansa)
-DEMO_MODELS ?= random,mostpop,decaypop,itemknn,ials,bpr$(shell $(PY) -c "import sansa" >/dev/null 2>&1 && echo ",sansa")
+DEMO_MODELS ?= random,mostpop,decaypop,itemknn,audio_knn,ials,bpr$(shell $(PY) -c "import sansa" >/dev/null 2>&1 && echo ",sansa")
 # SASRec on CPU: sampled softmax over 1,024 shared negatives and 40 epochs instead of the paper's BCE and 100 epochs
-DEMO_SASREC ?= model.epochs=40 model.loss=sampled_softmax model.num_negatives=1024
+DEMO_SASREC ?= model.epochs=40 model/loss=sampled_softmax model.loss.num_negatives=1024
 # torch: a CPU build where no NVIDIA GPU is present; the default (CUDA) build where one is.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "dev,gpu" || echo "dev")
 
-.PHONY: help setup setup-sansa demo readme-results test test-fast lint format bench clean
+.PHONY: help setup setup-sansa demo readme-results zoo zoo-results test test-fast lint format bench clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -53,6 +53,26 @@ demo: setup  ## generate the small synthetic dataset, run every model, print the
 readme-results: setup  ## write the latest demo's results table into README.md (from its runs, never by hand)
 	$(PY) scripts/readme_results.py outputs/demo/latest
 
+# the sequential zoo on synthetic_small, Listen+, final, over seeds, beside MostPop and sampled-softmax SASRec
+ZOO_MODELS ?= sasrec,esasrec,bert4rec,gru4rec,hstu
+ZOO_SEEDS  ?= 0,1,2
+ZOO_EPOCHS ?= 20
+ZOO_OUT    ?= outputs/zoo/$(DEMO_ID)
+ZOO_ARGS    = data=synthetic_small paths.data_dir=$(DATA) logger=none seed=$(ZOO_SEEDS) model.epochs=$(ZOO_EPOCHS)
+
+zoo: setup  ## every sequential model over 3 seeds on synthetic_small, with MostPop and sampled-softmax SASRec
+	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small
+	$(VENV)/bin/yambda-train -m data=synthetic_small paths.data_dir=$(DATA) logger=none model=mostpop \
+		hydra.sweep.dir=$(ZOO_OUT)/mostpop
+	$(VENV)/bin/yambda-train -m $(ZOO_ARGS) model=$(ZOO_MODELS) hydra.sweep.dir=$(ZOO_OUT)/zoo
+	$(VENV)/bin/yambda-train -m $(ZOO_ARGS) model=sasrec model/loss=sampled_softmax \
+		hydra.sweep.dir=$(ZOO_OUT)/sasrec_sampled_softmax
+	$(VENV)/bin/yambda-report $(ZOO_OUT)
+	ln -sfn $(DEMO_ID) outputs/zoo/latest
+
+zoo-results: setup  ## write the latest zoo's table (mean +- std over seeds) into README.md
+	$(PY) scripts/readme_results.py outputs/zoo/latest --block zoo-results --made-by "make zoo zoo-results"
+
 test: setup  ## run the test suite (about 2 minutes on 2 cores)
 	WANDB_MODE=offline $(PY) -m pytest -q
 
@@ -76,7 +96,7 @@ bench: setup  ## every benchmark at its default size, on synthetic 50m under BEN
 	$(PY) benchmarks/bench_convert.py
 	$(PY) benchmarks/bench_split.py --root $(BENCH_ROOT) --size 50m
 	$(PY) benchmarks/bench_ials_bpr.py --root $(BENCH_ROOT) --size 50m --iterations 3
-	$(PY) benchmarks/bench_sasrec.py --root $(BENCH_ROOT) --size 50m
+	$(PY) benchmarks/bench_sequential.py --root $(BENCH_ROOT) --size 50m
 	$(PY) benchmarks/bench_itemknn_sansa.py --root $(BENCH_ROOT) --size 50m
 
 clean:  ## remove caches and outputs (keeps .venv and data/)

@@ -35,6 +35,8 @@ PAIRS = {
 }
 # scenario -> (threads, with one busy process beside)
 SCENARIOS = {"1": (1, False), "2": (2, False), "1+busy": (1, True), "2+busy": (2, True)}
+# --bpr-compile -> BPR's compile setting (auto: compiled on the CPU when nnz x iterations repays it)
+COMPILE = {"auto": "auto", "on": True, "off": False}
 KS = (10, 100)
 # the busy neighbour: one thread of dense matrix products, for as long as the scenario runs
 BUSY = (
@@ -76,7 +78,7 @@ def _fit_ours(case: str, split, args: argparse.Namespace) -> tuple[object, list[
 
     common = {"factors": args.factors, "iterations": args.iterations, "regularization": args.regularization}
     if case == "bpr":
-        model = BPR(learning_rate=args.learning_rate, **common)
+        model = BPR(lr=args.lr, compile=COMPILE[args.bpr_compile], **common)
     else:  # implicit's confidence is alpha * r: on the binary matrix its alpha=1 is our alpha=0
         model = IALS(solver="cg" if case == "ials" else "cholesky", **common)
     timer = EpochTimer()
@@ -108,9 +110,7 @@ def _fit_implicit(case: str, split, args: argparse.Namespace) -> tuple[object, l
     if case == "implicit_als":
         model = AlternatingLeastSquares(alpha=1.0, num_threads=threads, random_state=0, **common)
     else:
-        model = BayesianPersonalizedRanking(
-            learning_rate=args.learning_rate, num_threads=threads, random_state=0, **common
-        )
+        model = BayesianPersonalizedRanking(learning_rate=args.lr, num_threads=threads, random_state=0, **common)
     seconds: list[float] = []
     last = [time.perf_counter()]
 
@@ -172,7 +172,7 @@ def _child(case: str, args: argparse.Namespace, threads: int) -> dict:
     """Run one case in a fresh interpreter."""
     arguments = ["--case", case, "--root", args.root, "--size", args.size, "--iterations", str(args.iterations)]
     arguments += ["--factors", str(args.factors), "--regularization", str(args.regularization)]
-    arguments += ["--learning-rate", str(args.learning_rate), "--accelerator", args.accelerator]
+    arguments += ["--lr", str(args.lr), "--accelerator", args.accelerator, "--bpr-compile", args.bpr_compile]
     return run_child(__file__, [*arguments, "--threads", str(threads)])
 
 
@@ -189,7 +189,7 @@ def _report(args: argparse.Namespace) -> None:
     print(f"command: {command_line()}")
     print(
         f"data: {args.root} ({args.size}), Listen+, final; factors={args.factors} iterations={args.iterations} "
-        f"regularization={args.regularization} bpr learning_rate={args.learning_rate}; ours on {args.accelerator}"
+        f"regularization={args.regularization} bpr lr={args.lr} compile={args.bpr_compile}; ours on {args.accelerator}"
     )
     print(
         "| threads | model | ours s / iteration | implicit s / iteration | x implicit time | ours NDCG@10 | "
@@ -232,7 +232,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--regularization", type=float, default=0.01)
-    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=0.01, help="BPR's learning rate (implicit's learning_rate)")
+    parser.add_argument(
+        "--bpr-compile",
+        choices=COMPILE,
+        default="auto",
+        help="our BPR's compile setting; its fit seconds include the compilation (cached on disk after a first run)",
+    )
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="where our models train")
     parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=["als", "bpr"], help="ours against implicit's")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))

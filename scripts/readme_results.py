@@ -1,6 +1,7 @@
-"""Write a demo's results table into README.md, between its `demo-results` markers, from the runs themselves.
+"""Write a results table into README.md, between its `<name>:begin/end` markers, from the runs themselves.
 
-usage: python scripts/readme_results.py [RUNS_DIR] [--readme README.md]     (`make readme-results` after `make demo`)
+usage: python scripts/readme_results.py [RUNS_DIR] [--readme README.md] [--block demo-results] [--made-by CMD]
+    `make readme-results` after `make demo`; `make zoo-results` after `make zoo` (the sequential zoo over seeds)
 
 The table is `yambda-report RUNS_DIR --format markdown`, so the README shows what a run measured, never a hand copy.
 """
@@ -13,22 +14,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-BEGIN, END = "<!-- demo-results:begin -->", "<!-- demo-results:end -->"
+
+def markers(block: str) -> tuple[str, str]:
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
 
 
-def splice(readme: str, table: str, note: str) -> str:
+BEGIN, END = markers("demo-results")
+
+
+def splice(readme: str, table: str, note: str, block: str = "demo-results") -> str:
     """README text with the block between the markers replaced by `note` and `table`."""
-    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
-        raise ValueError(f"the README needs exactly one {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{note}\n\n{table.strip()}\n{END}{tail}"
+    begin, end = markers(block)
+    if readme.count(begin) != 1 or readme.count(end) != 1 or readme.index(begin) > readme.index(end):
+        raise ValueError(f"the README needs exactly one {begin} ... {end} block")
+    head, rest = readme.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{note}\n\n{table.strip()}\n{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="?", default="outputs/demo/latest", help="the demo's run folder")
     parser.add_argument("--readme", default="README.md")
+    parser.add_argument("--block", default="demo-results", help="the README block to replace")
+    parser.add_argument("--made-by", default="make readme-results", help="the command named in the note")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
     if not runs.is_dir():
@@ -39,11 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         text=True,
         check=True,
     )
-    folder = runs.resolve().name
-    note = f"_Generated from the runs in `outputs/demo/{folder}` on {datetime.date.today()} by `make readme-results`._"
+    folder = runs.resolve()
+    shown = folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder
+    note = f"_Generated from the runs in `{shown}` on {datetime.date.today()} by `{args.made_by}`._"
     readme = Path(args.readme)
     tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(splice(readme.read_text(), report.stdout, note))
+    tmp.write_text(splice(readme.read_text(), report.stdout, note, args.block))
     tmp.replace(readme)
     print(f"{readme}: results table from {runs}")
 

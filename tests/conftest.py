@@ -40,6 +40,22 @@ def write_flat(layout: DatasetLayout, event_file: str, rows: list[tuple]) -> Pat
     return path
 
 
+def audio_vectors(item_ids) -> np.ndarray:
+    """A reproducible unit vector per raw item id (seeded by the id), float32 (n, 128)."""
+    rows = [np.random.default_rng(int(i)).normal(size=S.EMBEDDING_DIM) for i in item_ids]
+    out = np.array(rows, dtype=np.float32).reshape(-1, S.EMBEDDING_DIM)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def write_audio(path, item_ids, row_group_rows: int = 3, vectors: np.ndarray | None = None) -> None:
+    """embeddings.parquet in the release's schema (float32 lists, sorted by item_id) for the given raw ids."""
+    ids = np.sort(np.asarray(item_ids))
+    vectors = audio_vectors(ids) if vectors is None else vectors
+    lists = pa.array(list(vectors), pa.list_(pa.float32()))
+    table = pa.table({"item_id": pa.array(ids, pa.uint32()), "embed": lists, "normalized_embed": lists})
+    pq.write_table(table, path, row_group_size=row_group_rows)
+
+
 def listen(uid: int, ts: int, item: int, ratio: int = 100, organic: int = 1, length: int = 200) -> tuple:
     return (uid, ts, item, organic, ratio, length)
 
@@ -67,6 +83,7 @@ def popularity_layout(tmp_path: Path) -> DatasetLayout:
     rows += [listen(uid, TEST_START + 100, 10 * uid) for uid in range(1, 6)]  # targets 10..50
     rows += [listen(6, TEST_START + 100, 99)]  # a target item never seen in train
     write_flat(layout, "listens", rows)
+    write_audio(layout.embeddings_path, [10, 20, 30, 40, 50, 99])  # item 99: a vector, never played
     return layout
 
 

@@ -64,7 +64,7 @@ def test_seen_items_can_be_filtered(split):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda split: build_model("als"), "unknown model 'als'; valid choices: bpr, decaypop, ials"),
+        (lambda split: build_model("als"), "unknown model 'als'; valid choices: audio_knn, bert4rec, bpr, decaypop"),
         (
             lambda split: build_model("ials", factorz=8),
             r"unknown setting.*'factorz'.*'ials'; valid: fac",

@@ -15,12 +15,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "yambda_dl"
 LAYERS = {
     "yambda_dl.utils": 0,  # progress, atomic writes, memory checks, run folders and records
     "yambda_dl.data": 1,  # reading, converting, splitting, views of the data
-    "yambda_dl.sparse": 2,  # the models' torch CSR helpers
+    "yambda_dl.sparse": 2,  # computing with the CSR type (products, solver row batches)
     "yambda_dl.retrieval": 2,  # the exact top-k kernel and its per-user masks
     "yambda_dl.models": 3,
     "yambda_dl.eval": 4,  # recommend every user, the metrics, the evaluator, external runs
     "yambda_dl.train": 5,
     "yambda_dl.report": 5,
+    "yambda_dl.tune": 5,  # Optuna studies, best files, tune-then-retrain
     "yambda_dl.paper": 5,
     "yambda_dl.api": 5,
     "yambda_dl.config_check": 5,

@@ -48,7 +48,7 @@ def test_the_wheel_runs_from_any_directory(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
-    for name in ("yambda_dl", "configs"):
+    for name in ("yambda_dl", "configs", "hydra_plugins"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "YAMBDA_DATA_DIR", "PIP_REQUIRE_VIRTUALENV")}
     env |= {"WANDB_MODE": "offline", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}

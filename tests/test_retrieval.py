@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from yambda_dl.retrieval import CSR, _FaissTile, _torch_tile_topk, mask_rows, topk
+from yambda_dl.data.csr import CSR
+from yambda_dl.retrieval import _FaissTile, _torch_tile_topk, topk
 
 BACKENDS = ["torch", "faiss"]
 
@@ -22,8 +23,10 @@ def _brute_force(users: np.ndarray, items: np.ndarray, k: int, mask: list[list[i
 
 
 def _csr(rows: list[list[int]]) -> CSR:
-    offsets = torch.tensor([0, *np.cumsum([len(r) for r in rows]).tolist()], dtype=torch.int64)
-    return CSR(offsets, torch.tensor([i for r in rows for i in r], dtype=torch.int64))
+    """A pattern (torch form) whose row u holds the items rows[u]; as many columns as its largest item needs."""
+    indptr = torch.tensor([0, *np.cumsum([len(r) for r in rows]).tolist()], dtype=torch.int64)
+    indices = torch.tensor([i for r in rows for i in r], dtype=torch.int64)
+    return CSR(indptr, indices, None, (len(rows), int(indices.max()) + 1 if len(indices) else 0))
 
 
 def _tie_heavy(seed: int, n_users: int = 40, n_items: int = 300, dim: int = 4):
@@ -126,8 +129,8 @@ def test_padding_when_k_equals_the_item_count():
         ({"k": 0}, "k=0 is out of range: valid k are 1..5"),
         ({"k": 6}, "k=6 is out of range: valid k are 1..5"),
         ({"k": 2, "backend": "annoy"}, "unknown retrieval backend 'annoy'; valid choices: torch, faiss"),
-        ({"k": 2, "exclude": CSR(torch.tensor([0, 1]), torch.tensor([0]))}, "n_users \\+ 1 = 3"),
-        ({"k": 2, "exclude": CSR(torch.tensor([0, 1, 1]), torch.tensor([5]))}, "valid are 0..4"),
+        ({"k": 2, "exclude": CSR(torch.tensor([0, 1]), torch.tensor([0]), None, (1, 5))}, "n_users \\+ 1 = 3"),
+        ({"k": 2, "exclude": CSR(torch.tensor([0, 1, 1]), torch.tensor([5]), None, (2, 6))}, "valid are 0..4"),
     ],
 )
 def test_bad_inputs_are_rejected(kwargs, message):
@@ -159,9 +162,11 @@ def test_cuda_equals_cpu_on_ties_with_masking(backend: str):
     assert torch.equal(cpu[1], gpu[1].cpu()) and torch.equal(cpu[0], gpu[0].cpu())
 
 
-def test_mask_rows_rebases_a_slice_of_the_mask_to_int64_tensors():
-    mask = CSR(offsets=np.array([0, 2, 2, 5], dtype=np.int64), indices=np.array([4, 7, 1, 2, 3], dtype=np.int32))
-    rows = mask_rows(mask, 1, 3)
-    assert rows.offsets.tolist() == [0, 0, 3] and rows.indices.tolist() == [1, 2, 3]
-    assert rows.offsets.dtype == rows.indices.dtype == torch.int64
-    assert mask_rows(None, 0, 2) is None
+def test_a_host_mask_ranks_as_its_torch_form():
+    """seen_items hands retrieval the host form (int32 indices); it masks exactly as the int64 torch form does."""
+    users, items = _tie_heavy(6)
+    mask = _csr(_mask(len(users), len(items), 6))
+    host = CSR(mask.indptr.numpy(), mask.indices.numpy().astype(np.int32), None, mask.shape)
+    on_host = topk(torch.from_numpy(users), torch.from_numpy(items), 15, exclude=host, item_tile=64)
+    on_torch = topk(torch.from_numpy(users), torch.from_numpy(items), 15, exclude=mask, item_tile=64)
+    assert torch.equal(on_host[1], on_torch[1]) and torch.equal(on_host[0], on_torch[0])

@@ -25,8 +25,8 @@ from .test_train import compose_cfg, hand_overrides
 SMALL_SASREC = [
     "model=sasrec",
     "model.d_model=8",
-    "model.num_heads=1",
-    "model.ffn_dim=16",
+    "model.backbone.num_heads=1",
+    "model.backbone.ffn_dim=16",
     "model.max_len=8",
     "model.batch_size=2",  # 6 users: three steps per epoch
     "model.shuffle_buffer=8",

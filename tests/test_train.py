@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from yambda_dl.report import MODEL_ORDER, collect, markdown_table
-from yambda_dl.train import CONFIG_DIR, build_model, train
+from yambda_dl.report import PAPER_MODELS, collect, markdown_table
+from yambda_dl.train import CONFIG_DIR, build_model, register_sweeper, train
+from yambda_dl.tune import search_space
 
 from .conftest import optional_model_param
 
@@ -152,6 +153,7 @@ def test_every_experiment_file_runs_as_a_sweep(popularity_layout, tmp_path, expe
 
 
 def compose_sweep(override: str):
+    register_sweeper()  # hydra/sweeper=yambda_optuna, as yambda-train's main does
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=[override], return_hydra_config=True)
@@ -160,20 +162,30 @@ def compose_sweep(override: str):
 SWEEPS = [f"{g}={p.stem}" for g in ("experiment", "hparams_search") for p in Path(CONFIG_DIR, g).glob("*.yaml")]
 
 
+def space_values(cfg) -> dict[str, list]:
+    """Each swept key's values: a grid's, or an Optuna space's ends (interval, range) and choices."""
+    if "optuna" not in cfg.hydra.sweeper._target_:
+        return {key: str(values).split(",") for key, values in cfg.hydra.sweeper.params.items()}
+    space, _ = search_space(cfg.hydra.sweeper.params, [])
+    return {
+        key: list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high] for key, dist in space.items()
+    }
+
+
 @pytest.mark.parametrize("override", sorted(SWEEPS))
 def test_the_documented_sweeps_compose_as_written(override):
     cfg = compose_sweep(override)  # as README.md gives them: no "+" needed
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params
-    for key, values in cfg.hydra.sweeper.params.items():  # every swept model setting builds a model
+    for key, values in space_values(cfg).items():  # every swept model setting builds a model, at both ends
         if key.startswith("model."):
-            for value in str(values).split(","):
+            for value in values:
                 build_model(OmegaConf.merge(cfg.model, OmegaConf.from_dotlist([f"{key[len('model.') :]}={value}"])))
 
 
 def test_paper_baselines_experiment_sweeps_every_paper_model():
     cfg = compose_sweep("experiment=paper_baselines")
     swept = cfg.hydra.sweeper.params.model.split(",")
-    assert sorted(swept) == sorted(MODEL_ORDER) and set(swept) <= set(MODELS)  # the paper's eight, all configured
+    assert sorted(swept) == sorted(PAPER_MODELS) and set(swept) <= set(MODELS)  # the paper's eight, all configured
     assert cfg.continue_on_refusal is True and cfg.protocol.mode == "final"
 
 
@@ -212,7 +224,8 @@ def test_filter_seen_option_masks_each_users_train_items(popularity_layout, tmp_
     assert recs[1] == [50] and recs[6] == [20, 30, 40]
 
 
-def test_tune_mode_evaluates_the_validation_day_while_training(tmp_path):
+@pytest.mark.parametrize("filter_seen", [False, True])
+def test_tune_mode_evaluates_the_validation_day_while_training(tmp_path, filter_seen):
     from yambda_dl.data.layout import DatasetLayout
 
     from .conftest import listen, write_flat
@@ -222,11 +235,23 @@ def test_tune_mode_evaluates_the_validation_day_while_training(tmp_path):
     rows += [listen(u, 25_830_000, 10 * (u % 5 + 1)) for u in range(1, 7)]  # inside the validation day
     write_flat(layout, "listens", rows)
     out = tmp_path / "run"
-    overrides = ["model=ials", "model.iterations=3", "protocol.mode=tune", "logger=csv"]
+    overrides = [
+        "model=ials",
+        "model.iterations=3",
+        "protocol.mode=tune",
+        "logger=csv",
+        f"eval.filter_seen={filter_seen}",
+    ]
     result = train(compose_cfg([*overrides, *hand_overrides(layout, out)], out))
-    assert result["mode"] == "tune"
+    assert result["mode"] == "tune" and result["filter_seen"] is filter_seen
+    assert result["objective"] == {"name": "ndcg@5", "value": result["metrics"]["ndcg@5"]}  # null: ndcg at max k
     with open(out / "csv" / "version_0" / "metrics.csv") as f:
         rows = [row for row in csv.DictReader(f) if row.get("val/ndcg@5")]
     # RankingEvaluation logs once per sweep (epochs 0, 1, 2); the run's final metrics come last, without an epoch
     assert [row["epoch"] for row in rows] == ["0", "1", "2", ""]
-    assert float(rows[-1]["val/ndcg@5"]) == pytest.approx(result["metrics"]["ndcg@5"])
+    # the callback's last validation (epoch 2, the fitted model) is the separate final pass, mask included
+    for name in ("ndcg@5", "recall@5", "hitrate@1", "coverage@5"):
+        assert float(rows[-2][f"val/{name}"]) == pytest.approx(result["metrics"][name]), name
+        assert float(rows[-1][f"val/{name}"]) == pytest.approx(result["metrics"][name]), name
+    # the catalogue is 5 items, so unmasked every user hits at 5; masked only user 4, whose target 50 is unplayed
+    assert result["metrics"]["hitrate@5"] == pytest.approx(1 / 6 if filter_seen else 1.0)

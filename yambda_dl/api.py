@@ -40,18 +40,20 @@ def load_split(
     synthetic_preset: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    side_files: dict[str, str | Path | None] | None = None,
 ) -> Split:
     """The Global Temporal Split of ROOT's SIZE dataset (docs/protocol.md), built once and cached by content hash.
 
     root/size: a dataset root in the Hugging Face layout and its size (50m, 500m, 5b, or a synthetic name).
     synthetic_preset: generate that synthetic dataset (with `seed`) under root first when its files are missing,
     as yambda-train's synthetic data configs do; None = the files must exist (the error says how to get them).
+    side_files: {embeddings, artist_mapping, album_mapping} paths other than the root's (the data configs' key).
     """
     from yambda_dl.data.layout import DatasetLayout
     from yambda_dl.data.split import Protocol, make_split
 
     protocol = Protocol(setup=setup, mode=mode)
-    layout = DatasetLayout(Path(root), size)
+    layout = DatasetLayout.with_side_files(root, size, side_files)
     if synthetic_preset is not None and not layout.has(protocol.source_file(), fmt):
         from yambda_dl.data.synthetic import generate
 
@@ -71,26 +73,38 @@ def build_model(name: str, **overrides: Any) -> Any:
 
     The YAML is composed as yambda-train composes it (so `${seed}` is the run's default seed unless `seed=` is
     given); an unknown name or key is an error listing the valid ones. Fit it with `model.fit(split)`.
+    A sequential model's parts are config groups: `loss="sampled_softmax"` picks configs/model/loss/
+    sampled_softmax.yaml, as `model/loss=sampled_softmax` does on the command line; a part's own keys are dotted,
+    `**{"loss.num_negatives": 256}` (or a dict, `backbone={"num_layers": 1}`, merged into the part).
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
+    from yambda_dl.config_check import model_config_dir, model_keys
     from yambda_dl.train import CONFIG_DIR
     from yambda_dl.train import build_model as instantiate
 
     names = model_names()
     if name not in names:
         raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(names)}")
+    groups = sorted(p.name for p in (model_config_dir(CONFIG_DIR)).iterdir() if p.is_dir())
+    choices = {k: v for k, v in overrides.items() if k in groups and isinstance(v, str)}
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="yambda_dl_api"):
-        cfg = compose(config_name="train", overrides=[f"model={name}"])
+        cfg = compose(config_name="train", overrides=[f"model={name}", *(f"model/{k}={v}" for k, v in choices.items())])
     model_cfg = cfg.model
-    settable = [key for key in model_cfg if key not in ("name", "_target_")]
-    unknown = sorted(set(overrides) - set(settable))
+    defined = model_keys(model_config_dir(CONFIG_DIR) / f"{name}.yaml") - {"name", "_target_", "_recursive_"}
+    settable = [key for key in model_cfg if key in defined] + sorted(defined - set(model_cfg))  # the file's order
+    unknown = sorted({key.split(".")[0] for key in overrides} - set(settable))
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown} for model {name!r}; valid: {', '.join(settable)}")
     with open_dict(model_cfg):
         for key, value in overrides.items():
-            model_cfg[key] = value
+            if key in choices:
+                continue
+            if isinstance(value, dict) and OmegaConf.is_dict(model_cfg.get(key)):
+                model_cfg[key] = OmegaConf.merge(model_cfg[key], value)
+            else:
+                OmegaConf.update(model_cfg, key, value, force_add=True)
     OmegaConf.resolve(model_cfg)
     return instantiate(model_cfg)
 

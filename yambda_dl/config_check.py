@@ -65,6 +65,19 @@ def model_config_dir(config_dir: str | Path) -> Path:
     return Path(config_dir) / "model"
 
 
+def model_keys(file: Path) -> set[str]:
+    """The keys a model's config file defines: its own and those of the config groups its defaults list names
+    (a sequential model's loss, optimizer, scheduler and item_repr parts)."""
+    node = OmegaConf.load(file)
+    groups = set()
+    for entry in node.get("defaults", []) or []:
+        if isinstance(entry, str):
+            continue  # _self_, or a plain config merged into the model's own keys
+        for group in entry:
+            groups.add(str(group).split("@")[-1].split("/")[-1].removeprefix("override "))
+    return (set(node.keys()) - {"defaults"}) | groups
+
+
 def check_model(model: DictConfig, config_dir: str | Path) -> None:
     """A known model name (a file in configs/model/), a `_target_`, and no key its config file does not define."""
     known = sorted(p.stem for p in model_config_dir(config_dir).glob("*.yaml"))
@@ -74,7 +87,7 @@ def check_model(model: DictConfig, config_dir: str | Path) -> None:
     file = model_config_dir(config_dir) / f"{name}.yaml"
     if not file.is_file():
         return  # a model configured outside configs/model/ (a search path, a notebook): its target checks its keys
-    defined = set(OmegaConf.load(file).keys())
+    defined = model_keys(file)
     extra = sorted(set(model.keys()) - defined)
     if extra:
         raise ConfigError(

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 HEADERS = ("NDCG@10", "NDCG@100", "Recall@10", "Recall@100", "Coverage@10", "Coverage@100")
 # the order of the paper's tables; models it does not list come after, by name
-MODEL_ORDER = ("random", "mostpop", "decaypop", "itemknn", "ials", "bpr", "sansa", "sasrec")
+# the paper's eight baselines, in its tables' order, then the models it did not run
+PAPER_MODELS = ("random", "mostpop", "decaypop", "itemknn", "ials", "bpr", "sansa", "sasrec")
+MODEL_ORDER = (*PAPER_MODELS, "esasrec", "bert4rec", "gru4rec", "hstu", "audio_knn")
 FORMATS = ("markdown", "csv", "json")
 # the tune-mode sweeps' objective (the validation callback's val/ndcg@100): which row of a model is the best
 DEFAULT_BEST_BY = "ndcg@100"

@@ -8,33 +8,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from yambda_dl.data.csr import CSR
+
 BACKENDS = ("torch", "faiss")
 FAISS_GPU_MAX_K = 2048  # faiss GPU indexes refuse k (and nprobe) above this
 # rows of a tie-heavy tile resolved at once: <= 16M elements, ~150 MB of int64 cumsum and bools
 _TIE_ROWS_ELEMENTS = 1 << 24
-
-
-class CSR(NamedTuple):
-    """Per-user item lists: the items of user u are indices[offsets[u]:offsets[u + 1]]."""
-
-    offsets: Tensor  # int64 (n_users + 1,)
-    indices: Tensor  # int64 (nnz,)
-
-
-def mask_rows(exclude: CSR | None, start: int, stop: int) -> CSR | None:
-    """Rows start..stop-1 of a mask as int64 tensors, re-based to start at 0 (views of the indices, no copy when they
-    are int64 tensors already); None for no mask."""
-    if exclude is None:
-        return None
-    offsets = torch.as_tensor(exclude.offsets, dtype=torch.int64)[start : stop + 1]
-    indices = torch.as_tensor(exclude.indices, dtype=torch.int64)
-    return CSR(offsets=offsets - offsets[0], indices=indices[int(offsets[0]) : int(offsets[-1])])
 
 
 def topk(
@@ -101,20 +86,20 @@ def _mask_pairs(exclude: CSR | None, n_users: int, n_items: int) -> tuple[Tensor
     if exclude is None:
         empty = torch.zeros(0, dtype=torch.int64)
         return empty, empty
-    offsets = torch.as_tensor(exclude.offsets, dtype=torch.int64).cpu()
-    indices = torch.as_tensor(exclude.indices, dtype=torch.int64).cpu()
-    counts = offsets.diff()
-    if offsets.numel() != n_users + 1 or int(offsets[0]) != 0 or int(offsets[-1]) != indices.numel():
+    exclude = exclude.to("cpu")  # int64 tensors; shared when they are already
+    indptr, indices = exclude.indptr, exclude.indices
+    counts = exclude.lengths()
+    if indptr.numel() != n_users + 1 or int(indptr[0]) != 0 or int(indptr[-1]) != indices.numel():
         raise ValueError(
-            f"exclude.offsets must have n_users + 1 = {n_users + 1} entries running from 0 to "
-            f"len(exclude.indices)={indices.numel()}; got {offsets.numel()} entries"
+            f"exclude.indptr must have n_users + 1 = {n_users + 1} entries running from 0 to "
+            f"len(exclude.indices)={indices.numel()}; got {indptr.numel()} entries"
         )
     if bool((counts < 0).any()):
-        raise ValueError("exclude.offsets must be non-decreasing")
+        raise ValueError("exclude.indptr must be non-decreasing")
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n_items):
         raise ValueError(f"exclude.indices hold {int(indices.min())}..{int(indices.max())}; valid are 0..{n_items - 1}")
     # memory: two int64 copies of the mask (it is small: seen items of the ranked users)
-    users = torch.repeat_interleave(torch.arange(n_users), counts)
+    users = exclude.row_ids()
     order = torch.argsort(indices, stable=True)
     return users[order], indices[order]
 
@@ -301,6 +286,25 @@ def _rows_subset(rows: Tensor, cols: Tensor, subset: Tensor) -> tuple[Tensor, Te
     return torch.searchsorted(subset, rows[keep]), cols[keep]
 
 
+def by_user_tiles(
+    rank_tile: Callable[[Tensor, CSR | None], tuple[Tensor, Tensor]],
+    user_idx: Tensor,
+    exclude: CSR | None,
+    user_tile: int,
+) -> tuple[Tensor, Tensor]:
+    """rank_tile(users, their rows of the mask) for the users in tiles of user_tile, joined: (items, scores).
+
+    For the models that score a tile of users at once (ItemKNN, SANSA); memory is one tile's.
+    """
+    items, scores = [], []
+    for start in range(0, len(user_idx), user_tile):
+        users = user_idx[start : start + user_tile]
+        tile_items, tile_scores = rank_tile(users, None if exclude is None else exclude.rows(start, start + len(users)))
+        items.append(tile_items)
+        scores.append(tile_scores)
+    return torch.cat(items), torch.cat(scores)
+
+
 def topk_over_score_tiles(
     score_items: Callable[[int, int], Tensor], num_items: int, k: int, mask: CSR | None, item_tile: int
 ) -> tuple[Tensor, Tensor]:
@@ -316,9 +320,8 @@ def topk_over_score_tiles(
     best_scores = best_items = None
     rows = cols = None
     if mask is not None:
-        counts = mask.offsets.diff()
-        rows = torch.repeat_interleave(torch.arange(len(counts)), counts)
-        cols = torch.as_tensor(mask.indices, dtype=torch.int64)
+        mask = mask.to("cpu")
+        rows, cols = mask.row_ids(), mask.indices
     for start in range(0, num_items, item_tile):
         stop = min(start + item_tile, num_items)
         scores = score_items(start, stop)

@@ -24,10 +24,10 @@ from yambda_dl.config_check import ConfigError, check_config
 from yambda_dl.data.io import write_parquet
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Split, make_split
-from yambda_dl.eval.callback import RankingEvaluation
-from yambda_dl.eval.evaluator import evaluate, format_metrics_table
+from yambda_dl.eval.callback import Pruned, RankingEvaluation
+from yambda_dl.eval.evaluator import format_metrics_table
 from yambda_dl.eval.external import recommendations_table
-from yambda_dl.eval.recommend import recommend_all, seen_items
+from yambda_dl.eval.settings import EvalSettings
 from yambda_dl.utils import runinfo
 from yambda_dl.utils.rundir import CHECKPOINTS, RunFolder, RunFolderBusy, new_run_id
 
@@ -123,7 +123,9 @@ def register_resolvers() -> None:
 
 def prepare_data(data_cfg: DictConfig, source_file: str) -> DatasetLayout:
     """The dataset's layout; a synthetic dataset that is missing is generated, a real one must be downloaded."""
-    layout = DatasetLayout(Path(data_cfg.root), data_cfg.size)
+    side_files = data_cfg.get("side_files")
+    side_files = OmegaConf.to_container(side_files) if side_files is not None else None
+    layout = DatasetLayout.with_side_files(data_cfg.root, data_cfg.size, side_files)
     if not layout.has(source_file, data_cfg.format) and data_cfg.synthetic_preset:
         from yambda_dl.data.synthetic import generate
 
@@ -166,10 +168,15 @@ def wandb_mode(cfg: DictConfig) -> None:
 
 
 def build_logger(cfg: DictConfig) -> Any | None:
+    """The logger group's logger; under W&B a trial of an Optuna study joins the study's group (job type "trial")."""
     if cfg.logger is None or cfg.logger.get("_target_") is None:
         return None
     if "WandbLogger" in str(cfg.logger._target_):
         wandb_mode(cfg)
+        if _trial_of(cfg) is not None:
+            with open_dict(cfg):
+                cfg.logger.group = cfg.study.name  # one group per study, whichever sweeper process ran the trial
+                cfg.logger.job_type = "trial"
         import wandb
 
         if wandb.run is not None:  # a previous job of this process left its run open: never log into it
@@ -177,17 +184,27 @@ def build_logger(cfg: DictConfig) -> Any | None:
     return hydra.utils.instantiate(cfg.logger)
 
 
-def build_callbacks(cfg: DictConfig, split: Split, logger: Any | None) -> list[lightning.Callback]:
-    """The callbacks group's callbacks, after the app's validation callback (so early stopping sees its metrics)."""
+def _trial_of(cfg: DictConfig) -> int | None:
+    """The Optuna trial number this run is (set by hydra/sweeper=yambda_optuna), or None."""
+    study = cfg.get("study")
+    return None if study is None or study.get("trial") is None else int(study.trial)
+
+
+def build_callbacks(
+    cfg: DictConfig, split: Split, logger: Any | None, settings: EvalSettings | None = None, report: Any = None
+) -> list[lightning.Callback]:
+    """The callbacks group's callbacks, after the app's validation callback (so early stopping sees its metrics).
+
+    The validation callback ranks with `settings`, the run's final-pass settings (seen-item mask and tiles too), and
+    in an Optuna trial reports each validation to the trial through `report` (which may prune it)."""
     callbacks: list[lightning.Callback] = []
     if split.protocol.mode == "tune":
         callbacks.append(
             RankingEvaluation(
                 split,
-                ks=cfg.ks,
+                settings=settings or EvalSettings.from_config(cfg.ks, cfg.eval),
                 every_n_epochs=cfg.eval.every_n_epochs,
-                batch_users=cfg.eval.batch_users,
-                backend=cfg.eval.backend,
+                report=report,
             )
         )
     for name, node in (cfg.get("callbacks") or {}).items():
@@ -204,14 +221,19 @@ def build_callbacks(cfg: DictConfig, split: Split, logger: Any | None) -> list[l
 
 
 def build_trainer(
-    cfg: DictConfig, logger: Any | None, split: Split, model: lightning.LightningModule
+    cfg: DictConfig,
+    logger: Any | None,
+    split: Split,
+    model: lightning.LightningModule,
+    settings: EvalSettings | None = None,
+    report: Any = None,
 ) -> lightning.Trainer:
     """The Lightning Trainer of cfg.trainer with the callbacks group; in tune mode it evaluates the validation day.
 
     The number of epochs is the model's (`model.max_epochs`: SASRec's epochs, iALS's sweeps) unless
     `trainer.max_epochs` overrides it (checked >= 1 up front).
     """
-    callbacks = build_callbacks(cfg, split, logger)
+    callbacks = build_callbacks(cfg, split, logger, settings, report)
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is None:
         max_epochs = getattr(model, "max_epochs", None)
@@ -306,8 +328,9 @@ def _truncate_job_log(out: Path) -> None:
 
 
 def _rank_zero() -> bool:
-    """False in the processes a DDP launcher starts for ranks other than 0 (it sets these variables)."""
-    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """False in the processes a DDP launcher starts for ranks other than 0 (it sets these variables), and in the SLURM
+    tasks other than 0 of a job with one task per GPU (hydra/launcher=slurm: every task runs the job, as one rank)."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -315,7 +338,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     register_resolvers()
     quiet_third_party()
     run_id = _ensure_run_id(cfg)
+    from yambda_dl import tune
+
+    tune.apply_best(cfg)  # best=<a study's best.yaml>: its settings, before the checks see them
     ks, protocol = check_config(cfg, CONFIG_DIR)  # every cheap check before any work
+    with open_dict(cfg):
+        cfg.objective = tune.check_objective(cfg.get("objective"), ks)  # null: ndcg at the largest k
+    if _trial_of(cfg) is not None and not (cfg.study.get("name") and cfg.study.get("storage")):
+        raise ConfigError(f"study.trial={cfg.study.trial}: a trial needs study.name and study.storage (the sweeper's)")
     out = Path(cfg.paths.output_dir)
     resume_from = resolve_checkpoint(cfg, out)
     folder = RunFolder(out, run_id)
@@ -327,6 +357,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _truncate_job_log(out)
     try:
         return _run(cfg, folder, ks, protocol, resume_from)
+    except Pruned as pruned:  # an Optuna trial stopped from its validation curve: the sweeper records it pruned
+        log.info("%s; the run's folder is marked failed (no test of a pruned trial)", pruned)
+        folder.fail()
+        raise
     except BaseException:
         folder.fail()
         raise
@@ -364,8 +398,16 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
         folder.write_manifest(manifest(cfg, split))
 
     logger = build_logger(cfg)
+    trial = _trial_of(cfg)
+    report = None
+    if trial is not None and protocol.mode == "tune":
+        from yambda_dl.tune import TrialReporter
+
+        report = TrialReporter(cfg.study, cfg.objective)
     if logger is not None:
         logger.log_hyperparams(config)  # at the start: a run that dies still shows what it was
+        if trial is not None and report is not None and _rank_zero():
+            logger.log_hyperparams({"trial": {"number": trial, "params": report.params}})
     summary = {
         "run_id": folder.run_id,
         "model": cfg.model.name,
@@ -376,27 +418,18 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
         "filter_seen": bool(cfg.eval.filter_seen),
     }
     metrics, refusal, trainer = None, None, None
+    settings = EvalSettings.from_config(ks, cfg.eval)  # the validation callback's and the final pass's, the same
     try:
         model = build_model(cfg.model)
         if isinstance(model, lightning.LightningModule):
-            trainer = build_trainer(cfg, logger, split, model)
+            trainer = build_trainer(cfg, logger, split, model, settings, report)
         if resume_from is not None:
             log.info("resuming from %s", resume_from)
         t = time.perf_counter()
         model.fit(split, trainer=trainer)
         timings["fit_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        exclude = seen_items(split) if cfg.eval.filter_seen else None
-        items, scores = recommend_all(
-            model,
-            split.num_users,
-            ks[-1],
-            exclude=exclude,
-            batch_users=cfg.eval.batch_users,
-            backend=cfg.eval.backend,
-            user_tile=cfg.eval.user_tile,
-            item_tile=cfg.eval.item_tile,
-        )
+        items, scores = settings.rank(model, split)
         timings["recommend_s"] = time.perf_counter() - t
     except _refusals() as error:  # a model's up-front memory check, with its numbers, or a missing optional extra
         if not cfg.continue_on_refusal:
@@ -406,11 +439,12 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
         log.warning("%s refused: %s", cfg.model.name, refusal)
     if refusal is None:
         t = time.perf_counter()
-        metrics = evaluate(items, split.targets, split.num_items, ks)
+        metrics = settings.score(items, split)
         timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
     result = summary | {
+        "objective": {"name": cfg.objective, "value": None if metrics is None else metrics[cfg.objective]},
         "metrics": metrics,
         **({"refused": refusal} if refusal is not None else {}),
         "timings": timings,
@@ -465,10 +499,11 @@ def manifest(cfg: DictConfig, split: Split) -> dict[str, Any]:
     }
 
 
-def _task(cfg: DictConfig) -> None:
-    """One Hydra job: a config error or a busy folder is one line on stderr and exit status 2, not a traceback."""
+def _task(cfg: DictConfig) -> float | None:
+    """One Hydra job; returns the run's objective (`objective`, e.g. ndcg@100; None when the model refused), which an
+    Optuna sweep tells its study. A config error or a busy folder is one line on stderr and exit status 2."""
     try:
-        train(cfg)
+        return train(cfg)["objective"]["value"]
     except (ConfigError, RunFolderBusy) as error:
         log.error("%s", error)
         print(f"yambda-train: error: {error}", file=sys.stderr)
@@ -488,9 +523,20 @@ def _model_overrides_as_sweepable(argv: list[str]) -> list[str]:
     return [f"++{a}" if re.match(r"model\.[\w.]+=", a) else a for a in argv]
 
 
+def register_sweeper() -> None:
+    """Make hydra/sweeper=yambda_optuna known: Hydra finds it under hydra_plugins/ in an installed wheel, but its scan
+    cannot list packages behind an editable install's import hook, so register the class here too (idempotent)."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.yambda_optuna_sweeper.optuna_sweeper import YambdaOptunaSweeper
+
+    Plugins.instance().register(YambdaOptunaSweeper)
+
+
 def main() -> None:
     """The `yambda-train` command."""
     register_resolvers()
+    register_sweeper()
     sys.argv[1:] = _model_overrides_as_sweepable(sys.argv[1:])
     hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")(_task)()
 

@@ -1,6 +1,6 @@
 """The streaming sequence dataset: every user exactly once per epoch over workers and ranks, seeded order, padding.
 
-The 2-process DDP check runs the real Trainer in tests/models/test_sasrec_ddp.py.
+The 2-process DDP check runs the real Trainer in tests/models/sequential/test_ddp.py.
 """
 
 from __future__ import annotations

@@ -150,3 +150,31 @@ def test_catalogue_stats_from_mappings_and_embeddings(hand: DatasetLayout) -> No
     assert stats["catalogue.items_per_artist"] == 2.0
     assert stats["catalogue.albums_per_item"] == 5 / 4
     assert stats["catalogue.embedding_coverage"] == 3 / 4
+
+
+def test_share_of_test_targets_on_items_without_train_events(tmp_path: Path) -> None:
+    """User 1 (a Listen+ train event on 10) has Listen+ test targets 10 and 40, and a 30% listen of 50 (no target);
+    user 2's only train listen is a skip, so they are not ranked and their test listen of 60 is no target: 1 of the
+    2 targets (40) is on an item without a train event, and 40 has a vector."""
+    layout = DatasetLayout(tmp_path, "hand")
+    _write(
+        layout,
+        "listens",
+        [
+            (1, 100, 10, 1, 100, 200),
+            (1, LAST_DAY, 10, 1, 100, 200),
+            (1, LAST_DAY + 5, 40, 1, 90, 200),
+            (1, LAST_DAY + 10, 50, 1, 30, 200),
+            (2, 100, 20, 1, 0, 200),
+            (2, LAST_DAY, 60, 1, 100, 200),
+        ],
+    )
+    stats = compute_stats(layout)
+    assert stats["test_targets.cold_item_share"] == 0.5
+    assert "test_targets.cold_with_vector" not in stats  # no embeddings file
+    vectors = pa.array([[0.0] * S.EMBEDDING_DIM], pa.list_(pa.float32()))
+    pq.write_table(
+        pa.table({"item_id": pa.array([40], pa.uint32()), "embed": vectors, "normalized_embed": vectors}),
+        layout.embeddings_path,
+    )
+    assert compute_stats(layout)["test_targets.cold_with_vector"] == 1.0

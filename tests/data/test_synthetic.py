@@ -260,9 +260,11 @@ def test_a_custom_config_names_its_dataset(tmp_path: Path) -> None:
 
 # --- pinned data: a change to what the generator writes must be deliberate (and bump VERSION) ------------------
 
-# tiny, seed 0, generator version 3. Version 2 wrote 1a6ba3c24a592bee, whose validation day had no like, dislike,
-# unlike or undislike; version 3's guarantee adds them, and nothing else changed.
-TINY_SEED0 = "fe4dd934b1e64253"
+# tiny, seed 0, generator version 4. Version 2 wrote 1a6ba3c24a592bee, whose validation day had no like, dislike,
+# unlike or undislike; version 3's guarantee added them (fe4dd934b1e64253); version 4 adds new releases, and with
+# new_releases=0 writes exactly version 3's data.
+TINY_SEED0 = "d80481afcaddefcd"
+TINY_SEED0_V3 = "fe4dd934b1e64253"
 # a dataset whose batches cover both target days by themselves, so the guarantee adds nothing: generator version 2
 # (with the same two behaviour values set through its module constants) wrote exactly these values
 MID = SynthConfig(
@@ -274,8 +276,8 @@ MID = SynthConfig(
     batch_users=24,
     behaviour=Behaviour(dislikes_per_listen=0.02, undislikes=0.5),
 )
-MID_SEED0 = "f6883f85a1a01837"
-SMALL_SEED0 = "70bed4cf60dc48b3"  # the demo's dataset: the same values in generator versions 2 and 3
+MID_SEED0 = "0e5bee8bd24f439f"  # version 4; with new_releases=0, version 2's f6883f85a1a01837
+SMALL_SEED0 = "f84d946aa85aeb31"  # the demo's dataset, generator version 4 (versions 2 and 3: 70bed4cf60dc48b3)
 
 
 def test_tiny_is_the_pinned_data(tiny: DatasetLayout) -> None:
@@ -286,6 +288,42 @@ def test_data_the_guarantee_leaves_alone_is_what_version_2_wrote(tmp_path: Path)
     generate(MID, tmp_path, progress=False)
     assert uncovered(tmp_path, "mid") == []
     assert content_fingerprint(tmp_path) == MID_SEED0
+    without = dataclasses.replace(MID, behaviour=dataclasses.replace(MID.behaviour, new_releases=0.0))
+    generate(without, tmp_path / "v2", progress=False)
+    assert content_fingerprint(tmp_path / "v2") == "f6883f85a1a01837"
+
+
+def test_without_new_releases_version_4_writes_version_3s_data(tmp_path: Path) -> None:
+    generate("tiny", tmp_path, progress=False, overrides={"new_releases": 0.0})
+    assert content_fingerprint(tmp_path) == TINY_SEED0_V3
+
+
+def test_new_releases_are_first_heard_in_their_last_days_and_have_vectors(tmp_path: Path) -> None:
+    """Releases (the catalogue's release_day > 0) are heard only from their release day on, each has a vector, and
+    some test-day targets are on items without a train event; without releases the generator has none of them."""
+    from yambda_dl.data.synthetic.config import N_DAYS
+
+    cfg = resolve_config("tiny", {"new_releases": 0.05, "release_days": 3})
+    generate(cfg, tmp_path, progress=False)
+    catalogue = build_catalogue(cfg, rng(0, 0))
+    released = np.flatnonzero(catalogue.release_day > 0)
+    assert len(released) == round(0.05 * cfg.n_items)
+    assert set(catalogue.release_day[released].tolist()) <= {N_DAYS - 1, N_DAYS - 2, N_DAYS - 3}
+    layout = DatasetLayout(tmp_path, "tiny")
+    events = pq.read_table(layout.event_path("multi_event"), columns=["timestamp", "item_id"]).to_pydict()
+    day_of_release = dict(
+        zip(catalogue.item_ids[released].tolist(), catalogue.release_day[released].tolist(), strict=True)
+    )
+    first_second = {item: LAST_TIMESTAMP - (N_DAYS - day) * 86_400 for item, day in day_of_release.items()}
+    heard = [
+        (ts, item) for ts, item in zip(events["timestamp"], events["item_id"], strict=True) if item in first_second
+    ]
+    assert heard and all(ts >= first_second[item] for ts, item in heard)
+    with_vectors = set(pq.read_table(layout.embeddings_path, columns=["item_id"]).column(0).to_pylist())
+    assert set(day_of_release) <= with_vectors
+    stats = compute_stats(layout)
+    assert 0.0 < stats["test_targets.cold_item_share"] < 1.0
+    assert 0.0 < stats["test_targets.cold_with_vector"] <= 1.0
 
 
 # --- events of every type in both target days ---------------------------------------------------------------
@@ -463,6 +501,8 @@ STAT_RANGES = {
     "track_length.p90": (250, 300),
     "multi_event.duplicate_share": (0.003, 0.008),
     "listens.per_user_median": (1_800, 3_200),
+    # test targets on items without a train event: 1.5% from the long tail alone, ~2.8% with the new releases
+    "test_targets.cold_item_share": (0.02, 0.05),
 }
 
 

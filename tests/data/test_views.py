@@ -36,7 +36,7 @@ def test_user_item_matrix(split, values, expected):
     assert matrix.indices.dtype == np.int32 and matrix.values.dtype == np.float32
     assert matrix.to_scipy().toarray().tolist() == expected
     assert matrix.transpose().to_scipy().toarray().tolist() == np.array(expected).T.tolist()
-    assert matrix.to_torch().to_dense().tolist() == expected
+    assert matrix.to("cpu").torch_sparse().to_dense().tolist() == expected
     assert matrix.nnz == sum(v > 0 for row in expected for v in row)
 
 

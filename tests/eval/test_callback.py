@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import lightning
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
-from yambda_dl.eval.callback import RankingEvaluation
+from yambda_dl.eval.callback import Pruned, RankingEvaluation
+from yambda_dl.eval.settings import EvalSettings
 
 from ..conftest import listen, quiet_trainer, write_flat
 
@@ -36,8 +38,9 @@ class TinyMF(lightning.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=0.1)
 
 
-def test_callback_logs_validation_metrics_that_improve(tmp_path):
-    # checkerboard: even users play even items, odd users odd items; each user's tune-day target follows suit
+def board(tmp_path):
+    """A checkerboard split and its (user, item, label) training data: even users play even items, odd users odd
+    items; each user's tune-day target follows suit."""
     layout = DatasetLayout(tmp_path / "y", "board")
     rows = [listen(u, 1_000_000 + 5 * i, 100 + i) for u in range(12) for i in range(8) if (u + i) % 2 == 0]
     rows += [listen(u, 25_830_000, 100 + (u % 2)) for u in range(12)]  # inside the tune window
@@ -53,9 +56,14 @@ def test_callback_logs_validation_metrics_that_improve(tmp_path):
     data = TensorDataset(
         torch.cat([u, neg_u]), torch.cat([i, neg_i]), torch.cat([torch.ones(len(u)), torch.zeros(len(neg_u))])
     )
+    return split, data
+
+
+def test_callback_logs_validation_metrics_that_improve(tmp_path):
+    split, data = board(tmp_path)
     torch.manual_seed(0)
     model = TinyMF(split.num_users, split.num_items)
-    callback = RankingEvaluation(split, ks=(1, 4), every_n_epochs=5)
+    callback = RankingEvaluation(split, EvalSettings(ks=(1, 4)), every_n_epochs=5)
     trainer = quiet_trainer(max_epochs=30, accelerator="cpu", callbacks=[callback])
     trainer.fit(model, DataLoader(data, batch_size=32, shuffle=True))
 
@@ -63,3 +71,33 @@ def test_callback_logs_validation_metrics_that_improve(tmp_path):
     assert callback.history[-1]["hitrate@4"] == 1.0  # the right parity's four items fill the top 4
     assert "val/ndcg@4" in trainer.callback_metrics
     assert callback.history[-1]["ndcg@4"] >= callback.history[0]["ndcg@4"]
+
+
+def test_a_report_hook_sees_each_validation_and_can_stop_the_run(tmp_path):
+    split, data = board(tmp_path)
+    torch.manual_seed(0)
+    seen = []
+
+    def report(epoch, metrics):  # an Optuna trial's hook: stop at the second validation
+        seen.append((epoch, metrics["ndcg@4"]))
+        return "pruned at the second validation" if len(seen) == 2 else None
+
+    callback = RankingEvaluation(split, EvalSettings(ks=(1, 4)), every_n_epochs=2, report=report)
+    trainer = quiet_trainer(max_epochs=30, accelerator="cpu", callbacks=[callback])
+    with pytest.raises(Pruned, match="second validation"):
+        trainer.fit(TinyMF(split.num_users, split.num_items), DataLoader(data, batch_size=32, shuffle=True))
+    assert [epoch for epoch, _ in seen] == [1, 3] and trainer.current_epoch == 3
+    assert [value for _, value in seen] == [h["ndcg@4"] for h in callback.history]
+
+
+def test_the_seen_item_mask_is_the_settings_and_built_once(tmp_path):
+    split, _ = board(tmp_path)
+    settings = EvalSettings(ks=(4,), filter_seen=True)
+    assert settings.exclude(split) is settings.exclude(split)  # one mask per split, reused every validation
+    assert EvalSettings(ks=(4,)).exclude(split) is None
+    model = TinyMF(split.num_users, split.num_items)
+    items, _ = settings.rank(model, split)
+    exclude = settings.exclude(split)
+    for user in range(split.num_users):  # no user is recommended an item they played
+        played = set(exclude.indices[exclude.indptr[user] : exclude.indptr[user + 1]].tolist())
+        assert not played & set(items[user].tolist())

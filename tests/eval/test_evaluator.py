@@ -13,7 +13,7 @@ from yambda_dl.eval.evaluator import evaluate, format_metrics_table
 
 
 def _targets(user_idx: list[int], rows: list[list[int]]) -> SimpleNamespace:
-    """The split's targets contract: user_idx, CSR offsets and item_idx, as plain int64 tensors."""
+    """The split's targets contract: user_idx, ragged-list offsets and item_idx, as plain int64 tensors."""
     offsets = [0]
     for row in rows:
         offsets.append(offsets[-1] + len(row))

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightning
 import numpy as np
 import pytest
 import torch
 
 from yambda_dl.data import views
+from yambda_dl.data.csr import CSR
 from yambda_dl.data.split import Split
 from yambda_dl.eval.recommend import recommend_all, seen_items
-from yambda_dl.models.bpr import BPR, TripleSampler
+from yambda_dl.models import bpr
+from yambda_dl.models.bpr import (
+    BPR,
+    COMPILE_MIN_TRIPLES,
+    StepSettings,
+    TripleSampler,
+    compiler_present,
+    pad_triples,
+    sgd_step,
+)
 
 from ..conftest import gpu_trainer
 from .test_ials import checkerboard_split, held_out_items
@@ -31,15 +43,14 @@ def train_auc(model: BPR, split: Split) -> float:
 
 
 def test_checkerboard_recommends_the_held_out_item(board):
-    model = BPR(factors=4, iterations=30, learning_rate=0.1, batch_size=48).fit(board)
+    model = BPR(factors=4, iterations=30, lr=0.1, batch_size=48).fit(board)
     items, _ = recommend_all(model, board.num_users, 1, exclude=seen_items(board))
     assert (items[:, 0].numpy() == held_out_items(board)).all()
 
 
 def test_auc_rises_over_epochs(board):
     aucs = [
-        train_auc(BPR(factors=4, iterations=epochs, learning_rate=0.1, batch_size=48).fit(board), board)
-        for epochs in (1, 10, 30)
+        train_auc(BPR(factors=4, iterations=epochs, lr=0.1, batch_size=48).fit(board), board) for epochs in (1, 10, 30)
     ]
     assert aucs[0] < aucs[1] < aucs[2], aucs
     assert aucs[2] > 0.9  # not 1: each user's unplayed held-out item rightly ranks among its played ones
@@ -57,18 +68,70 @@ def test_verified_negatives_are_never_the_users_items(board, negatives):
     assert 0 < kept.mean() < 1  # a negative of a checkerboard is the user's own 4 of 10 items at times
 
 
+def random_binary(shape: tuple[int, int], density: float, seed: int) -> tuple[np.ndarray, CSR]:
+    """A random binary matrix, dense and as our CSR."""
+    dense = np.random.default_rng(seed).random(shape) < density
+    _, cols = np.nonzero(dense)
+    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))]).astype(np.int64)
+    return dense, CSR(indptr, cols.astype(np.int32), np.ones(len(cols), np.float32), shape)
+
+
 def test_verification_is_exact_in_a_hash_table_of_shared_buckets():
     """Random keys against a reference set; the sampler's table holds several keys per bucket (and padding)."""
-    rng = np.random.default_rng(5)
-    dense = rng.random((40, 300)) < 0.2
-    rows, cols = np.nonzero(dense)
-    indptr = np.concatenate([[0], np.cumsum(dense.sum(1))]).astype(np.int64)
-    matrix = views.SparseMatrix(indptr, cols.astype(np.int32), np.ones(len(cols), np.float32), dense.shape)
+    dense, matrix = random_binary((40, 3000), 0.002, seed=5)  # too sparse for the bitmap (1 / 256)
     sampler = TripleSampler.build(matrix, torch.device("cpu"), "uniform", verify=True)
+    assert sampler.bitmap is None
     users, items, kept = sampler.sample(20_000, torch.Generator().manual_seed(1))
+    assert (kept == 0).sum() > 10  # the check has hits to find
     np.testing.assert_array_equal(kept.numpy() == 0.0, dense[users.numpy(), items[20_000:].numpy()])
     filled = (sampler.table >= 0).sum(1)
-    assert filled.sum() == len(rows) and filled.max() > 1 and (filled < sampler.table.shape[1]).any()
+    assert filled.sum() == matrix.nnz and filled.max() > 1 and (filled < sampler.table.shape[1]).any()
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_verification_is_exact_in_a_bitmap(negatives):
+    """A matrix dense enough (1 / 256 of its cells or more) is verified by one bit per cell, exactly."""
+    dense, matrix = random_binary((37, 301), 0.2, seed=6)  # 37 x 301: cells not a multiple of 8
+    sampler = TripleSampler.build(matrix, torch.device("cpu"), negatives, verify=True)
+    assert sampler.table is None and sampler.bitmap.numel() == (37 * 301 + 7) // 8
+    users, items, kept = sampler.sample(20_000, torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(kept.numpy() == 0.0, dense[users.numpy(), items[20_000:].numpy()])
+    assert 0 < kept.mean() < 1
+
+
+def test_a_padded_batch_moves_what_the_batch_moves(board):
+    """The compiled step's last batch is padded with skipped triples: they change no factor and add no loss."""
+    sampler = TripleSampler.build(views.user_item_matrix(board, "binary"), torch.device("cpu"), "popularity", True)
+    triples = sampler.sample(5, torch.Generator().manual_seed(3))
+    start = torch.randn(board.num_users, 5), torch.randn(board.num_items, 5)
+    plain = tuple(t.clone() for t in start)
+    padded = tuple(t.clone() for t in start)
+    settings = StepSettings(lr=0.1, regularization=0.01, item_bias=True)
+    loss = sgd_step(plain, triples, settings)
+    padded_loss = sgd_step(padded, pad_triples(triples, 8), settings)
+    assert torch.equal(plain[0], padded[0]) and torch.equal(plain[1], padded[1]) and loss == padded_loss
+    assert not torch.equal(plain[1], start[1])
+
+
+def test_compile_auto_is_for_large_cpu_fits():
+    """auto compiles where the fit's triples repay the compilation, on the CPU only; true/false decide alone."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    large, small = COMPILE_MIN_TRIPLES // 10, COMPILE_MIN_TRIPLES // 1000
+    assert BPR(iterations=10).compiles(cpu, large) == compiler_present()
+    assert not BPR(iterations=10).compiles(cpu, small) and not BPR(iterations=10).compiles(cuda, large)
+    assert BPR(compile=True).compiles(cpu, 1) and not BPR(compile=False).compiles(cpu, large)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not compiler_present(), reason="torch.compile on the CPU needs a C++ compiler")
+def test_the_compiled_step_trains_as_the_eager_one(board):
+    """compile=True (one inductor kernel per batch) gives the eager factors to float rounding, and repeats itself
+    bit for bit. ~10-30 s: the compilation."""
+    settings = {"factors": 4, "iterations": 5, "lr": 0.1, "batch_size": 20}  # 48 nonzeros: a padded last batch
+    eager = BPR(compile=False, **settings).fit(board).item_vectors()
+    compiled = BPR(compile=True, **settings).fit(board).item_vectors()
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    assert torch.equal(BPR(compile=True, **settings).fit(board).item_vectors(), compiled)
 
 
 def test_bias_column_meets_the_ones_column(board):
@@ -85,7 +148,7 @@ def test_quality_close_to_implicit_bpr(board):
     """implicit's CPU BPR (an independent peer) with the same settings orders the training pairs about as well."""
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    ours = train_auc(BPR(factors=4, iterations=30, learning_rate=0.1, batch_size=48).fit(board), board)
+    ours = train_auc(BPR(factors=4, iterations=30, lr=0.1, batch_size=48).fit(board), board)
     peer = BayesianPersonalizedRanking(factors=4, iterations=30, learning_rate=0.1, num_threads=1, random_state=0)
     peer.fit(views.user_item_matrix(board, "binary").to_scipy(), show_progress=False)
 
@@ -117,9 +180,27 @@ def test_runs_under_a_trainer_that_logs_the_loss(board, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_trains_on_cuda(board):
     trainer = gpu_trainer(max_epochs=30)
-    model = BPR(factors=4, iterations=30, learning_rate=0.1, batch_size=48).fit(board, trainer=trainer)
+    model = BPR(factors=4, iterations=30, lr=0.1, batch_size=48).fit(board, trainer=trainer)
     assert model.item_vectors().device.type == "cuda"
     assert train_auc(model.cpu(), board) > 0.9
+
+
+@pytest.mark.slow
+def test_auto_trains_eagerly_where_compiling_fails(board, monkeypatch, caplog):
+    """With a compiler inductor cannot run, compile=auto warns and trains with the eager step; compile=true raises."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(bpr, "COMPILE_MIN_TRIPLES", 1)  # auto compiles this small fit
+    settings = {"factors": 3, "iterations": 2, "batch_size": 20}
+    broken = {"fx_graph_cache": False, "cpp.cxx": (None, "/nonexistent/c++")}  # no cached kernel either
+    with torch._inductor.config.patch(broken), caplog.at_level(logging.WARNING):
+        model = BPR(compile="auto", **settings).fit(board)
+        assert "torch.compile failed" in caplog.text and "training with the eager step" in caplog.text
+        torch.testing.assert_close(model.item_vectors(), BPR(compile=False, **settings).fit(board).item_vectors())
+        torch._dynamo.reset()
+        with pytest.raises(Exception, match=r"(?i)compil"):
+            BPR(compile=True, **settings).fit(board)
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize(
@@ -127,7 +208,8 @@ def test_trains_on_cuda(board):
     [
         ({"negatives": "hard"}, "valid choices: popularity, uniform"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"learning_rate": 0.0}, "learning_rate > 0"),
+        ({"lr": 0.0}, "lr > 0"),
+        ({"compile": "yes"}, "compile must be one of true, false, auto"),
     ],
 )
 def test_bad_configuration_is_refused_where_it_enters(kwargs, message):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yambda_dl.models.bpr import BPR
+from yambda_dl.models.bpr import BPR, compiler_present
 
 from .test_ials import checkerboard_split
 from .test_ials_resume import check_resume_repeats_the_run
@@ -23,7 +23,7 @@ def one_thread():
 
 def build(**overrides) -> BPR:
     # batch_size 16 on 48 nonzeros: three updates per epoch, each from draws of that epoch's generator
-    return BPR(**{"factors": 4, "iterations": 6, "learning_rate": 0.1, "batch_size": 16, **overrides})
+    return BPR(**{"factors": 4, "iterations": 6, "lr": 0.1, "batch_size": 16, **overrides})
 
 
 def test_a_resumed_fit_ends_where_an_uninterrupted_one_does(tmp_path):
@@ -46,3 +46,18 @@ def test_lanes_change_nothing(tmp_path):
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(lanes, alone, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not compiler_present(), reason="torch.compile on the CPU needs a C++ compiler")
+def test_the_compiled_step_resumes_too(tmp_path):
+    """compile=True (inductor's single-threaded kernel, last batch padded): a resumed fit is the uninterrupted one,
+    bit for bit. Batches of 20 (two, and 8 padded to 20), as test_bpr's compiled test: inductor's cache then holds
+    the kernel after whichever runs first (~10-25 s to compile on 2 cores, a few seconds after)."""
+    check_resume_repeats_the_run(
+        lambda **overrides: build(compile=True, batch_size=20, **overrides),
+        checkerboard_split(tmp_path / "data"),
+        tmp_path,
+        epochs=6,
+        stop=3,
+    )

@@ -13,8 +13,9 @@ from yambda_dl.data import views
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, Split, make_split
 from yambda_dl.eval.recommend import recommend_all, seen_items
-from yambda_dl.models.factors import length_order, length_sorted_batches, seeded_uniform
+from yambda_dl.models.factors import seeded_uniform
 from yambda_dl.models.ials import IALS
+from yambda_dl.sparse import length_order, length_sorted_batches
 
 from ..conftest import TEST_START, gpu_trainer, listen, write_flat
 

@@ -130,7 +130,7 @@ def test_seen_items_masked_when_asked(split):
     seen = seen_items(split)
     items, _ = recommend_all(ItemKNN(hours=1.0, item_tile=2).fit(split), split.num_users, 3, exclude=seen)
     for user, row in enumerate(items.tolist()):
-        user_seen = set(seen.indices[seen.offsets[user] : seen.offsets[user + 1]].tolist())
+        user_seen = set(seen.indices[seen.indptr[user] : seen.indptr[user + 1]].tolist())
         allowed = [i for i in row if i >= 0]
         assert not user_seen & set(allowed)
         assert len(allowed) == min(3, split.num_items - len(user_seen))  # -1 pads only when too few remain
@@ -212,7 +212,7 @@ def test_device_neighbour_search_equals_the_cpu_one(split, n, block_rows):
     target_values = users.values / norms[users.indices]
     blocks = [(lo, min(lo + block_rows, split.num_items)) for lo in range(0, split.num_items, block_rows)]
     cpu = cpu_neighbours(items, users, target_values, blocks, n, workers=2).T.toarray()
-    device = device_neighbours(items, users, target_values, blocks, n, torch.device("cpu")).to_dense().numpy()
+    device = device_neighbours(items, users, target_values, blocks, n, torch.device("cpu")).to_scipy().toarray()
     np.testing.assert_array_equal(device != 0, cpu != 0)
     np.testing.assert_allclose(device, cpu, rtol=1e-12)
 

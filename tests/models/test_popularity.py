@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from yambda_dl.data.csr import CSR
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
 from yambda_dl.models.popularity import DecayPop, MostPop, Random
-from yambda_dl.retrieval import CSR
 
 from ..conftest import listen, write_flat
 
@@ -61,7 +61,7 @@ def test_ties_break_by_lower_item_index(popularity_layout, tmp_path):
 
 def test_exclusion_masks_each_users_items(split):
     # user 0 masks items 0 and 2, user 1 masks nothing, user 2 masks everything but item 4
-    exclude = CSR(offsets=torch.tensor([0, 2, 2, 6]), indices=torch.tensor([0, 2, 0, 1, 2, 3]))
+    exclude = CSR(torch.tensor([0, 2, 2, 6]), torch.tensor([0, 2, 0, 1, 2, 3]), None, (3, 5))
     items, scores = MostPop().fit(split).recommend(torch.arange(3), k=3, exclude=exclude)
     assert items.tolist() == [[1, 3, 4], [0, 1, 2], [4, -1, -1]]
     assert math.isinf(scores[2, 1]) and scores[2, 1] < 0

@@ -10,9 +10,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from yambda_dl.data.csr import CSR
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Protocol, make_split
-from yambda_dl.data.views import SparseMatrix, user_item_matrix
+from yambda_dl.data.views import user_item_matrix
 from yambda_dl.eval.recommend import recommend_all, seen_items
 from yambda_dl.models.base import OptionalDependencyError
 from yambda_dl.models.sansa import EXTRA_MODULES, GRAM_BYTES_PER_NONZERO, SANSA, estimate_gram_nonzeros
@@ -37,12 +38,8 @@ def split(tmp_path_factory):
     return make_split(layout, Protocol(), cache_dir=root / "cache", progress=False)
 
 
-def as_sparse_matrix(matrix: sp.csr_matrix) -> SparseMatrix:
-    matrix = matrix.tocsr()
-    matrix.sort_indices()
-    return SparseMatrix(
-        matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data.astype(np.float32), matrix.shape
-    )
+def as_sparse_matrix(matrix: sp.spmatrix) -> CSR:
+    return CSR.from_scipy(matrix.tocsr(), np.float32)
 
 
 def test_gram_estimate_is_exact_when_every_item_is_counted(split):
@@ -154,6 +151,6 @@ def test_input_items_masked_only_when_asked(split):
     plain = recommend_all(SANSA().fit(split), split.num_users, k)[0]
     masked = recommend_all(SANSA(mask_input=True).fit(split), split.num_users, k)[0]
     for user in range(split.num_users):
-        user_seen = set(seen.indices[seen.offsets[user] : seen.offsets[user + 1]].tolist())
+        user_seen = set(seen.indices[seen.indptr[user] : seen.indptr[user + 1]].tolist())
         assert set(plain[user].tolist()) == set(range(k))  # unmasked: the user's own items are ranked too
         assert set(masked[user].tolist()) == (set(range(k)) - user_seen) | {-1}  # masked: -1 pads the rest

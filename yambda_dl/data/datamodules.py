@@ -6,7 +6,8 @@ user is read by exactly one shard, once per epoch, and shard sizes differ by at 
 the row groups of its range and mixes users through a shuffle buffer (a block of at least `shuffle_buffer` users is
 shuffled and cut into batches; the partial last batch waits for the next block). Every shard yields the same number
 of batches (a short one ends with empty batches) so that DDP ranks step together.
-Memory per shard: the shuffle buffer, 4 * (max_len + 1) bytes per buffered user, plus one row group.
+Memory per shard: the shuffle buffer, 4 * (max_len + 1) bytes per buffered user (twice that with timestamps), plus
+one row group.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 
 class SequenceDataset(IterableDataset):
-    """Batches {"user_idx": int64 (b,), "items": int64 (b, L)} of each user's last `width` events, right-aligned.
+    """Batches {"user_idx": int64 (b,), "items": int64 (b, L)} of each user's last `width` events, right-aligned,
+    and "timestamps" int64 (b, L) aligned with the items when `timestamps` (the file must have the column).
 
     L is the batch's longest sequence (at most `width`), PAD (-1) fills the left. Set `epoch` before iterating: the
     order is a function of (seed, epoch) only, so a resumed run sees the same batches as one that ran through.
@@ -68,6 +70,7 @@ class SequenceDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
+        timestamps: bool = False,
     ) -> None:
         if batch_size < 1 or shuffle_buffer < 0 or width < 1:
             raise ValueError(
@@ -77,7 +80,11 @@ class SequenceDataset(IterableDataset):
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         self.path, self.width, self.batch_size, self.shuffle_buffer = Path(path), width, batch_size, shuffle_buffer
         self.seed, self.rank, self.world_size, self.num_workers = seed, rank, world_size, num_workers
-        metadata = pq.ParquetFile(self.path).metadata
+        self.timestamps = timestamps
+        source = pq.ParquetFile(self.path)
+        if timestamps and "timestamp" not in source.schema_arrow.names:
+            raise ValueError(f"{self.path}: no 'timestamp' column (write it with user_sequences(..., timestamps=True))")
+        metadata = source.metadata
         self.group_sizes = np.array([metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
         self.num_users = int(self.group_sizes.sum())
         self.epoch = 0
@@ -119,17 +126,22 @@ class SequenceDataset(IterableDataset):
         return pieces
 
     def _rows(self, pieces: list[tuple[int, int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(user_idx, right-aligned items) of each piece, reading one row group at a time."""
+        """(user_idx, right-aligned values) of each piece, reading one row group at a time; values are (n, width)
+        items, or (n, 2, width) items and timestamps."""
         source = pq.ParquetFile(self.path)
+        columns = ["user_idx", "item_idx", *(["timestamp"] if self.timestamps else [])]
         for group, a, b in pieces:
-            table = source.read_row_group(group).slice(a, b - a)
-            yield table.column("user_idx").to_numpy().astype(np.int64), right_aligned(table["item_idx"], self.width)
+            table = source.read_row_group(group, columns=columns).slice(a, b - a)
+            values = right_aligned(table["item_idx"], self.width)
+            if self.timestamps:
+                values = np.stack([values, right_aligned(table["timestamp"], self.width)], axis=1)
+            yield table.column("user_idx").to_numpy().astype(np.int64), values
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         shard = self._shard()
         rng = _epoch_rng(self.seed, self.epoch)  # the same on every shard: they must agree on the order
         local = np.random.default_rng([self.seed, self.epoch, shard.index + 1])  # this shard's buffer shuffle
-        users, items = np.zeros(0, np.int64), np.zeros((0, self.width), np.int32)
+        users, items = np.zeros(0, np.int64), self._empty()
         yielded = 0
         for piece_users, piece_items in self._rows(self._pieces(shard, rng)):
             users, items = np.concatenate([users, piece_users]), np.concatenate([items, piece_items])
@@ -141,7 +153,7 @@ class SequenceDataset(IterableDataset):
         yield from batches
         yielded += len(batches)
         for _ in range(self.batches_per_shard - yielded):  # a short shard keeps the ranks in step
-            yield self._batch(np.zeros(0, np.int64), np.zeros((0, self.width), np.int32))
+            yield self._batch(np.zeros(0, np.int64), self._empty())
 
     def _drain(
         self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator, keep_partial: bool
@@ -157,37 +169,53 @@ class SequenceDataset(IterableDataset):
         ]
         return users[cut:], items[cut:], batches
 
-    def _batch(self, users: np.ndarray, items: np.ndarray) -> dict[str, torch.Tensor]:
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, 2, self.width) if self.timestamps else (0, self.width), np.int32)
+
+    def _batch(self, users: np.ndarray, values: np.ndarray) -> dict[str, torch.Tensor]:
         """Drop the columns that are PAD in every row: a batch of short histories costs its own length."""
+        items = values[:, 0] if self.timestamps else values
         filled = (items != PAD).any(axis=0)
         first = int(np.argmax(filled)) if filled.any() else self.width - 2  # an empty batch: one input column
-        return {
-            "user_idx": torch.from_numpy(users),
-            "items": torch.from_numpy(items[:, first:].astype(np.int64)),
-        }
+        batch = {"user_idx": torch.from_numpy(users), "items": torch.from_numpy(items[:, first:].astype(np.int64))}
+        if self.timestamps:
+            batch["timestamps"] = torch.from_numpy(values[:, 1, first:].astype(np.int64))
+        return batch
 
 
 class SequenceDataModule(lightning.LightningDataModule):
     """Training batches of the split's user sequences: the last `max_len` + 1 train events (inputs and targets)."""
 
     def __init__(
-        self, split: Split, max_len: int, batch_size: int, shuffle_buffer: int, num_workers: int = 0, seed: int = 0
+        self,
+        split: Split,
+        max_len: int,
+        batch_size: int,
+        shuffle_buffer: int,
+        num_workers: int = 0,
+        seed: int = 0,
+        timestamps: bool = False,
     ) -> None:
         super().__init__()
         if max_len < 1 or num_workers < 0:
             raise ValueError(f"need max_len >= 1 and num_workers >= 0; got {max_len}, {num_workers}")
         self.split, self.max_len, self.batch_size = split, max_len, batch_size
-        self.shuffle_buffer, self.num_workers, self.seed = shuffle_buffer, num_workers, seed
+        self.shuffle_buffer, self.num_workers, self.seed, self.timestamps = (
+            shuffle_buffer,
+            num_workers,
+            seed,
+            timestamps,
+        )
         self.train_set: SequenceDataset | None = None
 
     def prepare_data(self) -> None:
         """Write the sequence file once (Lightning calls this on one process per node)."""
-        user_sequences(self.split, self.max_len + 1)
+        user_sequences(self.split, self.max_len + 1, self.timestamps)
 
     def setup(self, stage: str | None = None) -> None:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         self.train_set = SequenceDataset(
-            user_sequences(self.split, self.max_len + 1),
+            user_sequences(self.split, self.max_len + 1, self.timestamps),
             width=self.max_len + 1,  # max_len inputs, each followed by its target
             batch_size=self.batch_size,
             shuffle_buffer=self.shuffle_buffer,
@@ -195,6 +223,7 @@ class SequenceDataModule(lightning.LightningDataModule):
             rank=rank,
             world_size=world,
             num_workers=self.num_workers,
+            timestamps=self.timestamps,
         )
 
     def set_epoch(self, epoch: int) -> None:

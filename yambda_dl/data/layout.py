@@ -3,6 +3,7 @@
     ROOT/{flat,sequential}/{SIZE}/{listens,likes,dislikes,unlikes,undislikes,multi_event}.parquet
     ROOT/embeddings.parquet, ROOT/artist_item_mapping.parquet, ROOT/album_item_mapping.parquet
 
+The item side files (embeddings, maps) are the root's unless the data config's `side_files` names others.
 SIZE is a release size (50m, 500m, 5b) or the name of a synthetic dataset written by `yambda-data synth`.
 """
 
@@ -30,9 +31,52 @@ def default_cache_dir(root: Path | str) -> Path:
 
 
 @dataclass(frozen=True)
+class SideFiles:
+    """The item side files of a dataset: audio embeddings and the artist / album maps (data config `side_files`).
+
+    Each is the file at the dataset root unless the data config names another (for instance the vectors of another
+    audio model): a model reaches them through the split's views, never through a path of its own.
+    """
+
+    embeddings: Path
+    artist_mapping: Path
+    album_mapping: Path
+
+    @classmethod
+    def at_root(cls, root: Path | str, **paths: Path | str | None) -> SideFiles:
+        """The root's files, with any of `embeddings`, `artist_mapping`, `album_mapping` given as another path."""
+        unknown = sorted(set(paths) - set(SIDE_FILE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown side file(s) {unknown}; valid choices: {', '.join(SIDE_FILE_NAMES)}")
+        root = Path(root).expanduser()
+        return cls(
+            **{
+                key: Path(paths[key]).expanduser() if paths.get(key) else root / name
+                for key, name in SIDE_FILE_NAMES.items()
+            }
+        )
+
+    @classmethod
+    def of_event_file(cls, event_path: Path | str) -> SideFiles:
+        """The default side files of the root that holds an event file (ROOT/{flat,sequential}/SIZE/FILE.parquet)."""
+        return cls.at_root(Path(event_path).parents[2])
+
+
+SIDE_FILE_NAMES = {
+    "embeddings": S.EMBEDDINGS_FILE,
+    "artist_mapping": S.ARTIST_MAPPING_FILE,
+    "album_mapping": S.ALBUM_MAPPING_FILE,
+}
+
+
+@dataclass(frozen=True)
 class DatasetLayout:
     root: Path
     size: str
+    # data config `side_files`: null = the file at the root (the release's layout)
+    embeddings_file: Path | None = None
+    artist_mapping_file: Path | None = None
+    album_mapping_file: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).expanduser())
@@ -41,6 +85,16 @@ class DatasetLayout:
                 f"invalid dataset size {self.size!r}: use one of {', '.join(S.RELEASE_SIZES)} or a "
                 f"synthetic dataset's name (lower-case letters, digits, '_', '-', '.')"
             )
+
+    @classmethod
+    def with_side_files(cls, root: Path | str, size: str, side_files: dict | None = None) -> DatasetLayout:
+        """A layout whose side files are the data config's `side_files` ({embeddings, artist_mapping,
+        album_mapping}: a path, or null for the root's file); an unknown key is an error naming the valid ones."""
+        side = {key: value for key, value in (side_files or {}).items()}
+        unknown = sorted(set(side) - set(SIDE_FILE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown data.side_files key(s) {unknown}; valid choices: {', '.join(SIDE_FILE_NAMES)}")
+        return cls(Path(root), size, **{f"{key}_file": Path(v) if v else None for key, v in side.items()})
 
     @property
     def is_release(self) -> bool:
@@ -52,16 +106,26 @@ class DatasetLayout:
         return self.root / fmt / self.size / f"{event_file}.parquet"
 
     @property
+    def side_files(self) -> SideFiles:
+        """The embeddings and maps this dataset's models read: the root's, or the files the data config names."""
+        return SideFiles.at_root(
+            self.root,
+            embeddings=self.embeddings_file,
+            artist_mapping=self.artist_mapping_file,
+            album_mapping=self.album_mapping_file,
+        )
+
+    @property
     def embeddings_path(self) -> Path:
-        return self.root / S.EMBEDDINGS_FILE
+        return self.side_files.embeddings
 
     @property
     def artist_mapping_path(self) -> Path:
-        return self.root / S.ARTIST_MAPPING_FILE
+        return self.side_files.artist_mapping
 
     @property
     def album_mapping_path(self) -> Path:
-        return self.root / S.ALBUM_MAPPING_FILE
+        return self.side_files.album_mapping
 
     def how_to_get(self) -> str:
         """A command that brings the missing files: download, or generate (again, if the root says it is done)."""

@@ -30,7 +30,7 @@ from yambda_dl.data import io
 from yambda_dl.data import protocol as P
 from yambda_dl.data import schema as S
 from yambda_dl.data.idcounts import DENSE_LIMIT, IdCounts
-from yambda_dl.data.layout import DatasetLayout, default_cache_dir
+from yambda_dl.data.layout import DatasetLayout, SideFiles, default_cache_dir
 from yambda_dl.utils.progress import Progress
 
 __all__ = ["Protocol", "Split", "SplitError", "Targets", "Windows", "default_cache_dir", "load_split", "make_split"]
@@ -114,7 +114,11 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Targets:
-    """Targets of the evaluated users in CSR form: user i's are item_idx[offsets[i]:offsets[i + 1]]."""
+    """Targets of the evaluated users as ragged lists: user i's are item_idx[offsets[i]:offsets[i + 1]].
+
+    Plain arrays, not the CSR type (data/csr.py): a target list keeps duplicates, time order and -1 for items outside
+    train, none of which a sparse matrix holds; the evaluator reads the arrays as they are.
+    """
 
     user_idx: np.ndarray  # int64 (n_eval,) ascending dense indices of evaluated users
     offsets: np.ndarray  # int64 (n_eval + 1,)
@@ -384,7 +388,7 @@ def make_split(
     key = split_key(protocol, fingerprint)
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir(layout.root)) / key
     if split_problem(folder) is None:  # complete: reuse without the lock or reading the data
-        return load_split(folder)
+        return load_split(folder, layout.side_files)
     with io.build_once(folder, _is_intact) as tmp:
         if tmp is not None:
             total = io.open_parquet(source).metadata.num_rows if fmt == "flat" else None  # sequential: rows = users
@@ -395,12 +399,13 @@ def make_split(
                 f"{counts['num_train_items']:,} train items, {counts['num_eval_users']:,} evaluated users, "
                 f"{counts['num_targets']:,} targets -> {folder}"
             )
-    return load_split(folder)
+    return load_split(folder, layout.side_files)
 
 
-def load_split(path: Path) -> Split:
-    """Reopen a complete split folder written by make_split."""
-    return Split(Path(path))
+def load_split(path: Path, side_files: SideFiles | None = None) -> Split:
+    """Reopen a complete split folder written by make_split; `side_files`: the dataset's item side files (default:
+    those at the root that holds the split's source)."""
+    return Split(Path(path), side_files)
 
 
 # --- the handle ---------------------------------------------------------------------------------------------
@@ -432,7 +437,7 @@ def _targets_from_rows(rows: pa.Table, users: np.ndarray, items: np.ndarray) -> 
 class Split:
     """A handle on a cached split folder: users, items and targets are loaded, train events are streamed."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, side_files: SideFiles | None = None):
         meta_path = Path(path) / META_FILE
         if not meta_path.is_file():
             raise SplitError(f"{path} is not a complete split folder (no {META_FILE}); build it with make_split")
@@ -445,6 +450,8 @@ class Split:
         meta = json.loads(meta_path.read_text())
         self.path = Path(path)
         self.meta = meta
+        # the embeddings and artist / album maps a model reaches through views, never through a path of its own
+        self.side_files = side_files or SideFiles.of_event_file(meta["source"]["path"])
         self.protocol = Protocol(**meta["protocol"])
         self.key: str = meta["key"]
         self.users: np.ndarray = np.load(self.path / "users.npy")  # uint32, ascending; user_idx = position

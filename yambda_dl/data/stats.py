@@ -96,6 +96,7 @@ def compute_stats(layout: DatasetLayout, fmt: str = "flat") -> dict:
         stats.update(_file_stats(event_file, tally))
         if extra is not None:
             stats.update(extra.result(tally))
+            stats.update(_cold_vector_stats(layout, extra.cold_targets()))
         if dups is not None:
             stats.update(dups.result())
     stats.update(_cross_file_stats(stats))
@@ -120,6 +121,15 @@ def _catalogue_stats(layout: DatasetLayout) -> dict:
         albums = io.read_table(layout.album_mapping_path, S.ALBUM_MAPPING_SCHEMA, ["item_id"]).column("item_id")
         out["catalogue.albums_per_item"] = len(albums) / max(1, len(np.unique(albums.to_numpy())))
     return out
+
+
+def _cold_vector_stats(layout: DatasetLayout, cold_targets: np.ndarray) -> dict:
+    """Share of the cold test targets whose item has an audio vector (what content models can rank), when the
+    embeddings file is there; reads its item_id column only (4 bytes per row)."""
+    if not len(cold_targets) or not layout.embeddings_path.is_file():
+        return {}
+    ids = io.read_table(layout.embeddings_path, S.EMBEDDINGS_SCHEMA, ["item_id"]).column("item_id").to_numpy()
+    return {"test_targets.cold_with_vector": float(np.isin(cold_targets, ids).mean())}
 
 
 def _tally_batch(tally: _FileTally, table: pa.Table) -> None:
@@ -177,6 +187,9 @@ class _ListenTally:
     active_days: list[np.ndarray] = field(default_factory=list)
     last_day_plus: list[np.ndarray] = field(default_factory=list)
     reach: IdCounts = field(default_factory=IdCounts)  # distinct users per raw item id
+    # the final split's Listen+ train items and the test-day Listen+ targets of users with a train event (one day)
+    train_items: IdCounts = field(default_factory=lambda: IdCounts(presence=True))
+    targets: list[np.ndarray] = field(default_factory=list)
 
     def add(self, table: pa.Table) -> None:
         """Tally a batch of whole users sorted by (uid, timestamp) (io.sort_by_user_time)."""
@@ -198,6 +211,18 @@ class _ListenTally:
             np.add.reduceat(in_last_day.astype(np.int64), starts[:-1]) if len(uid) else np.zeros(0, np.int64)
         )
         self.reach.add(_distinct_pairs(uid, table.column("item_id").to_numpy().astype(np.int64)))
+        item = table.column("item_id").to_numpy()
+        train = plus & (ts < TEST_START - P.GAP)  # the final split's train window (docs/protocol.md)
+        self.train_items.add(item[train])
+        if len(uid):
+            ranked = np.repeat(np.add.reduceat(train.astype(np.int64), starts[:-1]) > 0, np.diff(starts))
+            self.targets.append(item[in_last_day & ranked])
+
+    def cold_targets(self) -> np.ndarray:
+        """Raw item ids of the final test day's Listen+ targets (of users with a train event) whose item has no
+        Listen+ train event: the targets that only a content model can rank."""
+        targets = np.concatenate(self.targets) if self.targets else np.zeros(0, np.int64)
+        return targets[~np.isin(targets, self.train_items.ids())]
 
     def result(self, tally: _FileTally) -> dict:
         total = max(int(self.ratio_hist.sum()), 1)
@@ -220,6 +245,7 @@ class _ListenTally:
             "last_day_listen_plus_count": int((last > 0).sum()),
             "last_day_listen_plus_per_user": float(last[last > 0].mean()) if (last > 0).any() else 0.0,
             "top_item_user_reach": float(reach.max() / users) if len(reach) else 0.0,
+            "test_targets.cold_item_share": len(self.cold_targets()) / max(sum(len(t) for t in self.targets), 1),
         }
         return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
 

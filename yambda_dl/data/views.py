@@ -5,13 +5,23 @@ Memory of each view is stated in its docstring; none holds the train events them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from yambda_dl.data.csr import CSR, HOST_BYTES_PER_NONZERO
+from yambda_dl.data.embeddings import ItemEmbeddings, item_embeddings  # the audio view (cached beside the split)
 from yambda_dl.utils.memory import check_fits
+
+__all__ = [
+    "CSR",
+    "ItemEmbeddings",
+    "decayed_item_counts",
+    "item_counts",
+    "item_embeddings",
+    "last_train_timestamp",
+    "user_item_matrix",
+]
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
@@ -54,58 +64,6 @@ def decayed_item_counts(split: Split, hours: float, base: float = 0.9) -> np.nda
 # --- the user x item matrix ---------------------------------------------------------------------------------------
 
 MATRIX_VALUES = ("binary", "count")
-BYTES_PER_NONZERO = 8  # an int32 column index and a float32 value; the transpose costs as much again
-
-
-@dataclass(frozen=True)
-class SparseMatrix:
-    """A CSR matrix in plain numpy: row r's columns are indices[indptr[r]:indptr[r + 1]], ascending."""
-
-    indptr: np.ndarray  # int64 (rows + 1,)
-    indices: np.ndarray  # int32 (nnz,)
-    values: np.ndarray  # float32 (nnz,)
-    shape: tuple[int, int]
-
-    @property
-    def nnz(self) -> int:
-        return len(self.indices)
-
-    @property
-    def nbytes(self) -> int:
-        return self.indptr.nbytes + self.indices.nbytes + self.values.nbytes
-
-    def row_ids(self) -> np.ndarray:
-        """The row of every stored entry (int32 (nnz,)), the COO companion of `indices`."""
-        return np.repeat(np.arange(self.shape[0], dtype=np.int32), np.diff(self.indptr))
-
-    def transpose(self) -> SparseMatrix:
-        """The item x user CSR (the CSC of this one): a stable radix sort of the column ids, O(nnz).
-
-        Memory: the result (8 bytes per nonzero) plus an int64 permutation and int32 row ids while it sorts.
-        """
-        check_fits(self.nnz * (BYTES_PER_NONZERO + 12) + 8 * self.shape[1], "the transposed matrix")
-        order = np.argsort(self.indices, kind="stable")  # stable: rows stay ascending within each column
-        counts = np.bincount(self.indices, minlength=self.shape[1])
-        indptr = np.zeros(self.shape[1] + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return SparseMatrix(indptr, self.row_ids()[order], self.values[order], (self.shape[1], self.shape[0]))
-
-    def to_torch(self, device: str | torch.device = "cpu") -> torch.Tensor:
-        """A torch sparse CSR tensor on `device` (int64 index arrays, as torch's sparse kernels want)."""
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(self.indptr),
-            torch.from_numpy(self.indices.astype(np.int64)),
-            torch.from_numpy(self.values),
-            size=self.shape,
-            device=device,
-            check_invariants=False,  # valid by construction: sorted, in range
-        )
-
-    def to_scipy(self):
-        """The same matrix as scipy.sparse.csr_matrix, sharing the arrays (for peers such as implicit)."""
-        from scipy.sparse import csr_matrix
-
-        return csr_matrix((self.values, self.indices, self.indptr), shape=self.shape)
 
 
 def _user_item_pairs(batch: dict[str, np.ndarray], num_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +72,8 @@ def _user_item_pairs(batch: dict[str, np.ndarray], num_items: int) -> tuple[np.n
     return np.unique(keys, return_counts=True)
 
 
-def user_item_matrix(split: Split, values: str = "binary") -> SparseMatrix:
-    """The ranked users x train items CSR of the train events: 1 per (user, item) seen, or its event count.
+def user_item_matrix(split: Split, values: str = "binary") -> CSR:
+    """The ranked users x train items CSR (host form) of the train events: 1 per (user, item) seen, or its event count.
 
     Two streaming passes over the train events: the first counts the nonzeros so that the second fills arrays of
     exactly the right size. Memory: 8 bytes per nonzero (16 with its transpose), checked against what is available
@@ -125,7 +83,7 @@ def user_item_matrix(split: Split, values: str = "binary") -> SparseMatrix:
         raise ValueError(f"unknown matrix values {values!r}; valid choices: {', '.join(MATRIX_VALUES)}")
     num_users, num_items = split.num_users, split.num_items
     nnz = sum(len(_user_item_pairs(b, num_items)[0]) for b in split.iter_train(columns=("user_idx", "item_idx")))
-    check_fits(nnz * BYTES_PER_NONZERO + 8 * num_users, "the user x item matrix")
+    check_fits(nnz * HOST_BYTES_PER_NONZERO + 8 * num_users, "the user x item matrix")
     indices = np.empty(nnz, dtype=np.int32)
     data = np.empty(nnz, dtype=np.float32)
     row_counts = np.zeros(num_users, dtype=np.int64)
@@ -139,4 +97,4 @@ def user_item_matrix(split: Split, values: str = "binary") -> SparseMatrix:
         filled += len(keys)
     indptr = np.zeros(num_users + 1, dtype=np.int64)
     np.cumsum(row_counts, out=indptr[1:])
-    return SparseMatrix(indptr, indices, data, (num_users, num_items))
+    return CSR(indptr, indices, data, (num_users, num_items))

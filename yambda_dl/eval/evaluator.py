@@ -1,6 +1,6 @@
 """Recommendations + targets -> every registered metric (docs/protocol.md): the one place metrics are computed.
 
-Model-agnostic: it sees dense item indices and target CSR arrays, never a model. Cheap to call repeatedly (a
+Model-agnostic: it sees dense item indices and the targets' ragged arrays, never a model. Cheap to call repeatedly (a
 validation callback): no state, no copies beyond the evaluated users' rows and the metrics' own chunks.
 """
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from yambda_dl.data import views
+from yambda_dl.data.csr import CSR
 from yambda_dl.models.base import VectorRecommender
-from yambda_dl.retrieval import CSR, mask_rows, topk
+from yambda_dl.retrieval import topk
 from yambda_dl.utils.progress import Progress
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ def recommend_all(
     progress = Progress("scoring", total=num_users, unit="users")  # a line every few seconds, or a bar on a TTY
     for start in range(0, num_users, batch_users):
         users = torch.arange(start, min(start + batch_users, num_users))
-        mask = mask_rows(exclude, start, start + len(users))
+        # the batch's rows as int64 CPU tensors, what every model's recommend() and topk() take
+        mask = None if exclude is None else exclude.rows(start, start + len(users)).to("cpu")
         if item_vectors is not None:
             batch_scores, batch_items = topk(
                 model.user_vectors(users),
@@ -62,9 +63,7 @@ def recommend_all(
 
 
 def seen_items(split: Split) -> CSR:
-    """Each ranked user's distinct train items as a CSR (for the optional seen-item mask).
-
-    The binary user x item matrix's pattern: 12 bytes per distinct (user, item) pair once widened to int64.
-    """
-    matrix = views.user_item_matrix(split, "binary")
-    return CSR(offsets=torch.from_numpy(matrix.indptr), indices=torch.from_numpy(matrix.indices.astype(np.int64)))
+    """Each ranked user's distinct train items (for the optional seen-item mask): the binary user x item matrix's
+    pattern in the host form, 4 bytes per distinct (user, item) pair plus 8 per user; recommend_all widens one
+    batch of users at a time to int64."""
+    return views.user_item_matrix(split, "binary").with_values(None)

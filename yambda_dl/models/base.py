@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
+    from yambda_dl.data.csr import CSR
     from yambda_dl.data.split import Split
-    from yambda_dl.retrieval import CSR
 
 
 @runtime_checkable

@@ -24,28 +24,23 @@ import lightning
 import torch
 
 from yambda_dl.data import views
+from yambda_dl.data.csr import CSR
 from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.factors import (
-    DeviceCSR,
+    FactorVectors,
     Lanes,
     cpu_lanes,
     frozen_parameter,
-    gather_rows,
-    length_order,
-    length_sorted_batches,
-    padded_rows,
-    recommend_by_vectors,
-    row_chunks,
     seeded_uniform,
     single_device_trainer,
     step_counter,
     steps_loader,
 )
+from yambda_dl.sparse import gather_rows, length_order, length_sorted_batches, padded_rows, row_chunks
 from yambda_dl.utils.memory import DEFAULT_FRACTION
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
-    from yambda_dl.retrieval import CSR
 
 SOLVERS = ("cg", "cholesky")
 # On the CPU, CG solves chunks of at most this many rows, so that a chunk's work tensors (1 MiB each at 64 factors)
@@ -62,19 +57,19 @@ class _Side:
     """One orientation of the confidence matrix on the device, cut into the solver's units of work.
 
     CG: contiguous row chunks (start, confidence rows, their weights c - 1 or None when every c is 1). Cholesky:
-    rows in length-sorted padded batches (models/factors.py), since it forms one d x d system per row.
+    rows in length-sorted padded batches (yambda_dl/sparse.py), since it forms one d x d system per row.
     """
 
-    matrix: DeviceCSR
+    matrix: CSR
     weighted: bool  # some c differs from 1 (alpha > 0); else every row's system is the Gram matrix
-    chunks: list[tuple[int, DeviceCSR, torch.Tensor | None]]
+    chunks: list[tuple[int, CSR, torch.Tensor | None]]
     order: torch.Tensor  # int64 (rows,): rows by ascending length (Cholesky's batches)
     batches: list[tuple[int, int, int]]  # (start, stop, padded length) into `order`
 
     @classmethod
     def build(
         cls,
-        matrix: views.SparseMatrix,
+        matrix: CSR,
         device: torch.device,
         solver: str,
         batch_rows: int,
@@ -87,7 +82,7 @@ class _Side:
         the caller, so that the systems take no more memory than the gathered factors; when every c is 1, one shared
         system and CG's chunks instead. pieces > 1 (CPU lanes): at least that many chunks, of similar rows and
         nonzeros, so that the lanes share the work."""
-        on_device = DeviceCSR.from_matrix(matrix, device, memory_fraction)
+        on_device = matrix.to(device, fraction=memory_fraction)
         weighted = bool((matrix.values != 1.0).any())  # alpha > 0: rows have systems of their own
         chunks, order, batches = [], torch.empty(0, dtype=torch.int64), []
         if solver == "cg" or not weighted:
@@ -101,7 +96,7 @@ class _Side:
         return cls(on_device, weighted, chunks, order, batches)
 
 
-class IALS(lightning.LightningModule):
+class IALS(FactorVectors, lightning.LightningModule):
     """Implicit-feedback ALS on the binary or count user x item matrix; ranked through user/item vectors.
 
     Keys as implicit names them: factors, iterations (sweeps), regularization (lambda), alpha; plus solver
@@ -155,7 +150,7 @@ class IALS(lightning.LightningModule):
         self.user_factors: torch.nn.Parameter | None = None
         self.item_factors: torch.nn.Parameter | None = None
         self.objectives: list[float] = []  # the weighted objective after each sweep (when log_objective)
-        self._confidence: views.SparseMatrix | None = None
+        self._confidence: CSR | None = None
         self._sides: tuple[_Side, _Side] | None = None
         self._lanes: Lanes | None = None
 
@@ -184,9 +179,9 @@ class IALS(lightning.LightningModule):
             self._sides = self._lanes = None  # the matrix is only needed while fitting
         return self
 
-    def confidence_matrix(self, matrix: views.SparseMatrix) -> views.SparseMatrix:
+    def confidence_matrix(self, matrix: CSR) -> CSR:
         """The same nonzeros with values c = 1 + alpha * r (the entries left out have c = 1, p = 0)."""
-        return views.SparseMatrix(matrix.indptr, matrix.indices, 1.0 + self.alpha * matrix.values, matrix.shape)
+        return matrix.with_values(1.0 + self.alpha * matrix.values)
 
     def on_fit_start(self) -> None:
         """Put both orientations of the confidence matrix on the module's device (12 bytes per nonzero each, 4 more
@@ -229,7 +224,7 @@ class IALS(lightning.LightningModule):
         gram = fixed.T @ fixed + self.regularization * torch.eye(self.factors, device=fixed.device)
         if self.solver == "cg":
 
-            def solve(chunk: tuple[int, DeviceCSR, torch.Tensor | None]) -> None:
+            def solve(chunk: tuple[int, CSR, torch.Tensor | None]) -> None:
                 start, rows, weights = chunk
                 stop = start + rows.shape[0]
                 solved[start:stop] = sparse_conjugate_gradient(
@@ -241,9 +236,9 @@ class IALS(lightning.LightningModule):
         if not side.weighted:  # every row's system is gram: one factorisation, x = (sum_l y_l) gram^-1
             factor = torch.linalg.cholesky(gram)
 
-            def solve_shared(chunk: tuple[int, DeviceCSR, torch.Tensor | None]) -> None:
+            def solve_shared(chunk: tuple[int, CSR, torch.Tensor | None]) -> None:
                 start, rows, _ = chunk
-                rhs = torch.sparse.mm(rows.sparse(), fixed)  # (r, d): sum_l c_l y_l with every c_l = 1
+                rhs = torch.sparse.mm(rows.torch_sparse(), fixed)  # (r, d): sum_l c_l y_l with every c_l = 1
                 solved[start : start + rows.shape[0]] = torch.cholesky_solve(rhs.T, factor).T
 
             self._each(solve_shared, side.chunks)
@@ -286,32 +281,14 @@ class IALS(lightning.LightningModule):
 
     # --- scoring ----------------------------------------------------------------------------------------------
 
-    def recommend(
-        self, user_idx: torch.Tensor, k: int, exclude: CSR | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k items by inner product of the factors (train.py ranks through the vectors directly)."""
-        return recommend_by_vectors(self, user_idx, k, exclude)
 
-    def user_vectors(self, user_idx: torch.Tensor) -> torch.Tensor:
-        """(n, factors) user factors of the dense users `user_idx`."""
-        if self.user_factors is None:
-            raise NotFittedError("IALS.user_vectors() called before fit()")
-        return self.user_factors.detach()[user_idx.to(self.user_factors.device)]
-
-    def item_vectors(self) -> torch.Tensor:
-        """(num_items, factors) item factors."""
-        if self.item_factors is None:
-            raise NotFittedError("IALS.item_vectors() called before fit()")
-        return self.item_factors.detach()
-
-
-def sampled_products(rows: DeviceCSR, x: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+def sampled_products(rows: CSR, x: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     """x_r.y_c for every nonzero (r, c) of `rows` (nnz,), in CSR order: one sampled_addmm, no (nnz, d) array."""
-    return torch.sparse.sampled_addmm(rows.sparse(), x, fixed.T, beta=0.0).values()
+    return torch.sparse.sampled_addmm(rows.torch_sparse(), x, fixed.T, beta=0.0).values()
 
 
 def sparse_conjugate_gradient(
-    x: torch.Tensor, rows: DeviceCSR, weights: torch.Tensor | None, fixed: torch.Tensor, gram: torch.Tensor, steps: int
+    x: torch.Tensor, rows: CSR, weights: torch.Tensor | None, fixed: torch.Tensor, gram: torch.Tensor, steps: int
 ) -> torch.Tensor:
     """`steps` CG steps from x (r, d) on each row's system A x = b, batched; implicit's least_squares_cg per row.
 
@@ -324,13 +301,13 @@ def sparse_conjugate_gradient(
         product = v @ gram
         if weights is None:
             return product
-        return product + torch.sparse.mm(rows.sparse(weights * sampled_products(rows, v, fixed)), fixed)
+        return product + torch.sparse.mm(rows.torch_sparse(weights * sampled_products(rows, v, fixed)), fixed)
 
     if weights is None:
-        residual = torch.sparse.mm(rows.sparse(), fixed) - x @ gram  # b - A x
+        residual = torch.sparse.mm(rows.torch_sparse(), fixed) - x @ gram  # b - A x
     else:  # b - (A - gram) x in one product: sum_l (c_l - w_l (y_l.x)) y_l
         confidence = rows.values - weights * sampled_products(rows, x, fixed)
-        residual = torch.sparse.mm(rows.sparse(confidence), fixed) - x @ gram
+        residual = torch.sparse.mm(rows.torch_sparse(confidence), fixed) - x @ gram
     direction = residual
     squared = torch.linalg.vecdot(residual, residual)
     for _ in range(steps):

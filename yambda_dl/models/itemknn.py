@@ -43,10 +43,10 @@ from scipy.sparse import csr_matrix
 from torch import Tensor
 
 from yambda_dl.data import views
-from yambda_dl.data.views import SparseMatrix
+from yambda_dl.data.csr import CSR
 from yambda_dl.models.base import NotFittedError, check_k
-from yambda_dl.retrieval import CSR, mask_rows, topk_over_score_tiles
-from yambda_dl.sparse import csr_rows, scipy_to_torch, select_rows, sparse_matmul
+from yambda_dl.retrieval import by_user_tiles, topk_over_score_tiles
+from yambda_dl.sparse import matmul
 from yambda_dl.utils.memory import DEFAULT_FRACTION, check_fits
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ PAPER_MIN_WEIGHT = 1e-9
 PAPER_NORM_EPS = 1e-12
 
 
-def decayed_profiles(split: Split, hours: float, base: float = 0.9, min_weight: float = 0.0) -> SparseMatrix:
+def decayed_profiles(split: Split, hours: float, base: float = 0.9, min_weight: float = 0.0) -> CSR:
     """Users x items CSR of sum over the user's train events of base ** ((t_last(u) - t_e) / (3600 * hours)).
 
     t_last(u) is the user's last train timestamp; hours = 0 keeps only the events at that timestamp (weight 1 each,
@@ -95,12 +95,12 @@ def decayed_profiles(split: Split, hours: float, base: float = 0.9, min_weight: 
     np.cumsum(indptr, out=indptr)
     indices_all = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
     values_all = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
-    return SparseMatrix(indptr, indices_all, values_all, (split.num_users, split.num_items))
+    return CSR(indptr, indices_all, values_all, (split.num_users, split.num_items))
 
 
 def cpu_neighbours(
-    items: SparseMatrix,
-    users: SparseMatrix,
+    items: CSR,
+    users: CSR,
     target_values: np.ndarray,
     blocks: list[tuple[int, int]],
     n: int,
@@ -113,8 +113,8 @@ def cpu_neighbours(
     Memory: one block's product per worker (bounded by neighbor_block_nonzeros) plus the kept entries, 12 bytes
     each, twice while they are joined.
     """
-    sources = csr_matrix((items.values.astype(np.float64), items.indices, items.indptr), shape=items.shape)
-    targets = csr_matrix((target_values, users.indices, users.indptr), shape=users.shape)
+    sources = items.with_values(items.values.astype(np.float64)).to_scipy()
+    targets = users.with_values(target_values).to_scipy()
 
     def block_neighbours(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         start, stop = bounds
@@ -132,23 +132,23 @@ def cpu_neighbours(
 
 
 def device_neighbours(
-    items: SparseMatrix,
-    users: SparseMatrix,
+    items: CSR,
+    users: CSR,
     target_values: np.ndarray,
     blocks: list[tuple[int, int]],
     n: int,
     device: torch.device,
-) -> Tensor:
-    """cpu_neighbours on a torch device (CUDA), returned transposed: M^T (target x source) as a torch CSR.
+) -> CSR:
+    """cpu_neighbours on a torch device (CUDA), returned transposed: M^T (target x source), float64 values.
 
     One block at a time: torch's sparse product, then the top n per row by sorting (top_per_row), which a GPU does
     fast. Memory on the device: the kept entries plus about three copies of one block.
     """
-    sources = torch_csr(items, device)  # raw counts, items x users
-    targets = torch_csr(users, device, target_values)
+    sources = items.to(device, torch.float64)  # raw counts, items x users
+    targets = users.with_values(target_values).to(device, torch.float64)
     rows, cols, vals = [], [], []
     for start, stop in blocks:  # a loop over blocks of items, each a vectorized sparse product
-        block = sparse_matmul(csr_rows(sources, start, stop), targets).to_sparse_coo().coalesce()
+        block = matmul(sources.rows(start, stop), targets).torch_sparse().to_sparse_coo().coalesce()
         (block_rows, block_cols), block_vals = block.indices(), block.values()
         keep = top_per_row(block_rows, block_cols, block_vals, n)
         rows.append(block_rows[keep] + start)
@@ -160,7 +160,7 @@ def device_neighbours(
         size=(items.shape[0], users.shape[1]),
         check_invariants=False,  # in range by construction
     )
-    return pairs.coalesce().to_sparse_csr()
+    return CSR.from_torch_sparse(pairs)
 
 
 def top_per_csr_row(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -183,12 +183,6 @@ def top_per_csr_row(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
             tied = tied[np.argpartition(indices[lo:hi][tied], places - 1)[:places]]
         kept.append(lo + np.concatenate([above, tied]))
     return np.concatenate(kept)
-
-
-def torch_csr(matrix: SparseMatrix, device: torch.device, values: np.ndarray | None = None) -> Tensor:
-    """A SparseMatrix as a float64 torch CSR tensor on `device`, optionally with other values on the same pattern."""
-    values = (matrix.values if values is None else values).astype(np.float64)
-    return SparseMatrix(matrix.indptr, matrix.indices, values, matrix.shape).to_torch(device)
 
 
 class ItemKNN:
@@ -230,8 +224,9 @@ class ItemKNN:
         self.user_tile, self.item_tile, self.neighbor_block_nonzeros = user_tile, item_tile, neighbor_block_nonzeros
         self.device, self.memory_fraction = torch.device(device), memory_fraction
         self.num_items: int | None = None
-        self._profiles: Tensor | None = None  # exact: P D (users x items); pruned: P
-        self._right: Tensor | None = None  # exact: Ĉ^T or R^T (items x users); pruned: M^T (items x items, N per col)
+        # torch forms on `device`, float64 values
+        self._profiles: CSR | None = None  # exact: P D (users x items); pruned: P
+        self._right: CSR | None = None  # exact: Ĉ^T or R^T (items x users); pruned: M^T (items x items, N per col)
         self._user_scale: Tensor | None = None  # exact paper: D_u, so that (P_U R^T) D_u = P_U C^T
 
     def fit(self, split: Split, trainer: object | None = None) -> ItemKNN:
@@ -253,20 +248,21 @@ class ItemKNN:
         self.num_items = split.num_items
         if self.neighbors is not None:
             self._right = self._pruned_neighbours(items, norms, user_norms)
-            self._profiles = torch_csr(profiles, self.device)
+            self._profiles = profiles.to(self.device, torch.float64)
         elif paper:
-            self._right = torch_csr(items, self.device, items.values / user_norms[items.indices])  # R^T = C^T D_u^-1
-            self._profiles = torch_csr(profiles, self.device)
+            r_t = items.with_values(items.values / user_norms[items.indices])  # R^T = C^T D_u^-1
+            self._right = r_t.to(self.device, torch.float64)
+            self._profiles = profiles.to(self.device, torch.float64)
             self._user_scale = torch.from_numpy(user_norms).to(self.device)
         else:
-            unit_items = items.values / np.repeat(norms, np.diff(items.indptr))
-            self._right = torch_csr(items, self.device, unit_items)
-            scaled = profiles.values * norms[profiles.indices]  # P D: e_u = (P_u D) Ĉ^T
-            self._profiles = torch_csr(profiles, self.device, scaled)
+            unit_items = items.with_values(items.values / np.repeat(norms, items.lengths()))
+            self._right = unit_items.to(self.device, torch.float64)
+            scaled = profiles.with_values(profiles.values * norms[profiles.indices])  # P D: e_u = (P_u D) Ĉ^T
+            self._profiles = scaled.to(self.device, torch.float64)
         return self
 
-    def _pruned_neighbours(self, items: SparseMatrix, norms: np.ndarray, user_norms: np.ndarray | None) -> Tensor:
-        """M^T as a torch CSR (target item i x source item j), each source j keeping its N best targets.
+    def _pruned_neighbours(self, items: CSR, norms: np.ndarray, user_norms: np.ndarray | None) -> CSR:
+        """M^T (torch form, target item i x source item j), each source j keeping its N best targets.
 
         M_ji = C_j . C_i / |C_i| (cosine), or sum_v C_vj C_vi / |C_v| when user_norms are given (paper).
 
@@ -276,7 +272,7 @@ class ItemKNN:
         (2.2e10 products on 50m Listen+), which is why the CPU path runs blocks on every thread torch may use.
         """
         users = items.transpose()  # C's pattern: users x items
-        distinct = np.diff(users.indptr).astype(np.float64)
+        distinct = users.lengths().astype(np.float64)
         # the products the sparse matmul forms for row j before merging them (not capped at num_items: the
         # product, not its merged result, is what a block holds in memory; capping it let 50m Listen+ run out)
         row_bound = np.bincount(items.row_ids(), distinct[items.indices], len(norms))
@@ -299,7 +295,7 @@ class ItemKNN:
             neighbours = cpu_neighbours(items, users, target_values, blocks, self.neighbors, workers)
             # transposed (target x source) so that an item tile of scores is a row slice; scipy transposes in
             # O(entries) (a counting sort), where torch's coalesce would sort them
-            return scipy_to_torch(neighbours.T.tocsr())
+            return CSR.from_scipy(neighbours.T.tocsr(), np.float64).to(self.device)
         return device_neighbours(items, users, target_values, blocks, self.neighbors, self.device)
 
     def scores(self, user_idx: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
@@ -313,45 +309,41 @@ class ItemKNN:
         """Top-k train items per user, exact over all items in tiles of user_tile users and item_tile items."""
         self._check_fitted()
         check_k(k, self.num_items)
-        user_idx = torch.as_tensor(user_idx, dtype=torch.int64)
-        items, scores = [], []
-        for start in range(0, len(user_idx), self.user_tile):
-            stop = min(start + self.user_tile, len(user_idx))
-            mask = mask_rows(exclude, start, stop)
-            scorer = self._tile_scorer(self._user_profiles(user_idx[start:stop]))
-            tile_items, tile_scores = topk_over_score_tiles(scorer, self.num_items, k, mask, self.item_tile)
-            items.append(tile_items)
-            scores.append(tile_scores)
-        return torch.cat(items), torch.cat(scores)
+
+        def rank(users: Tensor, mask: CSR | None) -> tuple[Tensor, Tensor]:
+            scorer = self._tile_scorer(self._user_profiles(users))
+            return topk_over_score_tiles(scorer, self.num_items, k, mask, self.item_tile)
+
+        return by_user_tiles(rank, torch.as_tensor(user_idx, dtype=torch.int64), exclude, self.user_tile)
 
     def _check_fitted(self) -> None:
         if self._profiles is None or self._right is None or self.num_items is None:
             raise NotFittedError("ItemKNN.recommend() called before fit()")
 
-    def _user_profiles(self, user_idx: Tensor) -> Tensor:
+    def _user_profiles(self, user_idx: Tensor) -> Tensor | CSR:
         """Exact: the unit user-space profiles E_U (n, num_users), dense; pruned: the sparse rows P_U."""
-        rows = select_rows(self._profiles, user_idx)
+        rows = self._profiles.select(user_idx)
         if self.neighbors is not None:
             return rows
         # (P_U D) Ĉ^T, or P_U R^T for the paper's: (n, num_users), the tile's dominant memory
-        profiles = sparse_matmul(rows, self._right).to_dense()
+        profiles = matmul(rows, self._right).torch_sparse().to_dense()
         if self._user_scale is not None:
             profiles *= self._user_scale  # paper: (P_U R^T) D_u = P_U C^T
         return torch.nn.functional.normalize(profiles, dim=1)  # the cosine's |e_u|; no-op on ranking
 
-    def _tile_scorer(self, profiles: Tensor) -> Callable[[int, int], Tensor]:
+    def _tile_scorer(self, profiles: Tensor | CSR) -> Callable[[int, int], Tensor]:
         """score_items(start, stop) for these users: the (n, stop - start) dense block."""
         if self.neighbors is None:
             profiles_t = profiles.T.contiguous()  # (num_users, n): the dense operand of CSR @ dense
 
             def exact(start: int, stop: int) -> Tensor:
-                return (csr_rows(self._right, start, stop) @ profiles_t).T  # (n, stop - start)
+                return (self._right.rows(start, stop).torch_sparse() @ profiles_t).T  # (n, stop - start)
 
             return exact
-        profiles_t = profiles.to_sparse_coo().transpose(0, 1).coalesce().to_sparse_csr()  # P_U^T: items x n
+        profiles_t = profiles.transpose()  # P_U^T: items x n
 
         def pruned(start: int, stop: int) -> Tensor:
-            return sparse_matmul(csr_rows(self._right, start, stop), profiles_t).to_dense().T  # sum_j M_ji P_uj
+            return matmul(self._right.rows(start, stop), profiles_t).torch_sparse().to_dense().T  # sum_j M_ji P_uj
 
         return pruned
 

@@ -15,15 +15,15 @@ from yambda_dl.data import views
 from yambda_dl.models.base import NotFittedError, check_k
 
 if TYPE_CHECKING:
+    from yambda_dl.data.csr import CSR
     from yambda_dl.data.split import Split
-    from yambda_dl.retrieval import CSR
 
 
 def _excluded_rows(exclude: CSR | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, items) of the mask as numpy, or an empty mask for n users."""
+    """(indptr, items) of the mask (host or CPU torch form) as int64 numpy, or an empty mask for n users."""
     if exclude is None:
         return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.asarray(exclude.offsets, dtype=np.int64), np.asarray(exclude.indices, dtype=np.int64)
+    return np.asarray(exclude.indptr, dtype=np.int64), np.asarray(exclude.indices, dtype=np.int64)
 
 
 def _first_k_allowed(

@@ -11,6 +11,7 @@ it, fit() raises OptionalDependencyError before any work, which a sweep records 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -19,10 +20,10 @@ import torch
 from torch import Tensor
 
 from yambda_dl.data import views
-from yambda_dl.data.views import SparseMatrix
+from yambda_dl.data.csr import CSR
 from yambda_dl.models.base import NotFittedError, OptionalDependencyError, check_k
-from yambda_dl.retrieval import CSR, mask_rows, topk_over_score_tiles
-from yambda_dl.sparse import csr_rows, select_rows, sparse_matmul
+from yambda_dl.retrieval import by_user_tiles, topk_over_score_tiles
+from yambda_dl.sparse import matmul
 from yambda_dl.utils.memory import DEFAULT_FRACTION, available_bytes
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class GramEstimate(NamedTuple):
         return self.nonzeros * GRAM_BYTES_PER_NONZERO
 
 
-def estimate_gram_nonzeros(matrix: SparseMatrix, samples: int = 64, seed: int = 0) -> GramEstimate:
+def estimate_gram_nonzeros(matrix: CSR, samples: int = 64, seed: int = 0) -> GramEstimate:
     """Nonzeros of X^T X for a users x items CSR X, without forming it.
 
     Row i of X^T X holds c_i = the distinct items of i's users, at most b_i = min(num_items, sum of their distinct
@@ -74,27 +75,20 @@ def estimate_gram_nonzeros(matrix: SparseMatrix, samples: int = 64, seed: int = 
     """
     num_items = matrix.shape[1]
     items = matrix.transpose()
-    distinct = np.diff(matrix.indptr).astype(np.float64)
+    distinct = matrix.lengths().astype(np.float64)
     bound = np.minimum(np.bincount(items.row_ids(), distinct[items.indices], num_items), num_items)
     exact = num_items <= samples
     rng = np.random.default_rng(seed)
     chosen = np.arange(num_items) if exact else rng.choice(num_items, samples, p=bound / bound.sum())
+    pattern = matrix.with_values(None)  # selecting rows then copies no values
     seen = np.zeros(num_items, dtype=bool)
     co_items = np.zeros(len(chosen))
     for n, item in enumerate(chosen):  # a loop over at most `samples` items, each a vectorized gather
-        users = items.indices[items.indptr[item] : items.indptr[item + 1]]
-        seen[matrix.indices[_ranges(matrix.indptr, users)]] = True
+        seen[pattern.select(items.rows(item, item + 1).indices).indices] = True
         co_items[n] = np.count_nonzero(seen)
         seen[:] = False
     total = co_items.sum() if exact else bound.sum() * np.mean(co_items / bound[chosen])
     return GramEstimate(float(total), float(bound.sum()), exact)
-
-
-def _ranges(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Positions of all entries of the CSR rows `rows`: indptr[r]..indptr[r + 1] - 1 for each, concatenated."""
-    lengths = indptr[rows + 1] - indptr[rows]
-    ends = np.cumsum(lengths)
-    return np.repeat(indptr[rows] - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
 
 
 class SANSA:
@@ -145,11 +139,12 @@ class SANSA:
         self.user_tile, self.item_tile, self.device = user_tile, item_tile, torch.device(device)
         self.gram: GramEstimate | None = None
         self.num_items: int | None = None
-        self._inputs: Tensor | None = None  # X: users x items counts
-        self._encoder: Tensor | None = None  # W^T: items x items
-        self._decoder_t: Tensor | None = None  # W_r^T: items x items, so that an item tile is a row slice
+        # torch forms on `device`, float32 values
+        self._inputs: CSR | None = None  # X: users x items counts
+        self._encoder: CSR | None = None  # W^T: items x items
+        self._decoder_t: CSR | None = None  # W_r^T: items x items, so that an item tile is a row slice
 
-    def check_gram_fits(self, counts: SparseMatrix) -> GramEstimate:
+    def check_gram_fits(self, counts: CSR) -> GramEstimate:
         """Estimate the Gram matrix's memory and refuse, with the numbers, when it exceeds the limit."""
         gram = estimate_gram_nonzeros(counts, self.estimate_samples)
         if self.memory_limit_gb is None:
@@ -196,64 +191,44 @@ class SANSA:
 
         encoder, decoder = Reference(config).fit(counts.to_scipy()).weights  # W^T, W_r: CSR items x items
         self.num_items = split.num_items
-        self._inputs = counts.to_torch(self.device)
-        self._encoder = _scipy_to_torch(encoder, self.device)
-        self._decoder_t = _scipy_to_torch(decoder.T.tocsr(), self.device)
+        self._inputs = counts.to(self.device)
+        self._encoder = CSR.from_scipy(encoder, np.float32).to(self.device)
+        self._decoder_t = CSR.from_scipy(decoder.T.tocsr(), np.float32).to(self.device)
         return self
 
     def scores(self, user_idx: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
         """Dense scores (n, stop - start) of the users for items start..stop-1 (all by default): X_u W^T W_r."""
         self._check_fitted()
         stop = self.num_items if stop is None else stop
-        latent = sparse_matmul(select_rows(self._inputs, torch.as_tensor(user_idx, dtype=torch.int64)), self._encoder)
-        latent_t = latent.to_sparse_coo().transpose(0, 1).coalesce().to_sparse_csr()  # items x n
-        return sparse_matmul(csr_rows(self._decoder_t, start, stop), latent_t).to_dense().T
+        latent = matmul(self._inputs.select(user_idx), self._encoder)
+        latent_t = latent.transpose()  # items x n
+        return matmul(self._decoder_t.rows(start, stop), latent_t).torch_sparse().to_dense().T
 
     def recommend(self, user_idx: Tensor, k: int, exclude: CSR | None = None) -> tuple[Tensor, Tensor]:
         """Top-k train items per user, exact over all items (zeros included) in user and item tiles."""
         self._check_fitted()
         check_k(k, self.num_items)
-        user_idx = torch.as_tensor(user_idx, dtype=torch.int64)
-        items, scores = [], []
-        for start in range(0, len(user_idx), self.user_tile):
-            users = user_idx[start : start + self.user_tile]
-            mask = self._mask(users, mask_rows(exclude, start, start + len(users)))
-            tile_items, tile_scores = topk_over_score_tiles(
-                lambda lo, hi, users=users: self.scores(users, lo, hi), self.num_items, k, mask, self.item_tile
-            )
-            items.append(tile_items)
-            scores.append(tile_scores)
-        return torch.cat(items), torch.cat(scores)
+
+        def rank(users: Tensor, mask: CSR | None) -> tuple[Tensor, Tensor]:
+            scorer = functools.partial(self.scores, users)  # (start, stop) -> the tile's scores
+            return topk_over_score_tiles(scorer, self.num_items, k, self._mask(users, mask), self.item_tile)
+
+        return by_user_tiles(rank, torch.as_tensor(user_idx, dtype=torch.int64), exclude, self.user_tile)
 
     def _mask(self, users: Tensor, exclude: CSR | None) -> CSR | None:
         """The caller's mask, joined with the users' own train items when mask_input is set."""
         if not self.mask_input:
             return exclude
-        inputs = select_rows(self._inputs, users)
-        own = CSR(inputs.crow_indices().cpu(), inputs.col_indices().cpu())
+        own = self._inputs.select(users).with_values(None).to("cpu")
         if exclude is None:
             return own
-        joined = torch.cat([torch.stack(_rows_and_cols(own)), torch.stack(_rows_and_cols(exclude))], dim=1)
-        order = torch.argsort(joined[0], stable=True)
-        offsets = torch.zeros(len(users) + 1, dtype=torch.int64)
-        torch.cumsum(torch.bincount(joined[0], minlength=len(users)), 0, out=offsets[1:])
-        return CSR(offsets, joined[1][order])
+        exclude = exclude.to("cpu")
+        rows = torch.cat([own.row_ids(), exclude.row_ids()])
+        order = torch.argsort(rows, stable=True)
+        indptr = torch.zeros(len(users) + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(rows, minlength=len(users)), 0, out=indptr[1:])
+        return CSR(indptr, torch.cat([own.indices, exclude.indices])[order], None, own.shape)
 
     def _check_fitted(self) -> None:
         if self._inputs is None or self._encoder is None or self._decoder_t is None or self.num_items is None:
             raise NotFittedError("SANSA.recommend() called before fit()")
-
-
-def _rows_and_cols(mask: CSR) -> tuple[Tensor, Tensor]:
-    offsets = torch.as_tensor(mask.offsets, dtype=torch.int64)
-    rows = torch.repeat_interleave(torch.arange(len(offsets) - 1), offsets.diff())
-    return rows, torch.as_tensor(mask.indices, dtype=torch.int64)
-
-
-def _scipy_to_torch(matrix, device: torch.device) -> Tensor:
-    """A scipy CSR as a torch CSR on `device` (int64 indices, float32 values)."""
-    matrix.sort_indices()
-    shape = matrix.shape
-    return SparseMatrix(
-        matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data.astype(np.float32), shape
-    ).to_torch(device)

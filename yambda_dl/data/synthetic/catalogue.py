@@ -1,7 +1,8 @@
 """The catalogue: genres -> artists -> items (contiguous ranges), their popularity, weekly hits and track lengths.
 
 Popularity is a Pareto artist weight times a Zipf rank inside the artist; a few items are hits of one week
-(trends); raw ids are sparse, like the release's.
+(trends); a few are new releases of the last days (heard only from their release day on); raw ids are sparse, like
+the release's.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from yambda_dl.data.synthetic.config import MAX_ITEM_ID, TREND_GROUPS, Behaviour, SynthConfig
+from yambda_dl.data.synthetic.config import MAX_ITEM_ID, N_DAYS, TREND_GROUPS, Behaviour, SynthConfig
 from yambda_dl.data.synthetic.sampling import cumsum0, cut_points, sparse_ids
 
 
@@ -31,6 +32,15 @@ class Catalogue:
     trend_cum: np.ndarray  # (n_hits + 1,) cumulative hit sizes in trend_order
     trend_start: np.ndarray  # (TREND_GROUPS + 1,) trend_order range of each peak week, from week -1
     track_length: np.ndarray  # (n_items,) uint32 seconds
+    release_day: np.ndarray  # (n_items,) int64 first day (0 = the oldest) an item can be heard: 0 but for releases
+
+    def before_release(self, item: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Listens drawn for a new release before its release day play the artist's first track instead (never a
+        release itself): the same artist, so runs and tastes keep their shape."""
+        early = self.release_day[item] > day
+        out = item.copy()
+        out[early] = self.artist_start[self.artist_of[item[early]]]
+        return out
 
 
 def build_catalogue(cfg: SynthConfig, rng: np.random.Generator) -> Catalogue:
@@ -51,8 +61,12 @@ def build_catalogue(cfg: SynthConfig, rng: np.random.Generator) -> Catalogue:
     hits = np.sort(rng.choice(cfg.n_items, size=min(cfg.n_items, b.hits_per_week * TREND_GROUPS), replace=False))
     hit_week = rng.integers(0, TREND_GROUPS, len(hits))
     by_week = np.argsort(hit_week, kind="stable")
+    # drawn in the order of version 3 (ids, hit sizes, lengths), so that new_releases=0 writes its data exactly
+    item_ids = rng.permutation(sparse_ids(rng, cfg.n_items, MAX_ITEM_ID, low=1))
+    trend_cum = cumsum0(rng.pareto(b.hit_pareto, len(hits))[by_week] + 1.0)
+    lengths = track_lengths(rng, cfg.n_items, b)
     return Catalogue(
-        item_ids=rng.permutation(sparse_ids(rng, cfg.n_items, MAX_ITEM_ID, low=1)),
+        item_ids=item_ids,
         artist_of=artist_of,
         artist_start=artist_start,
         genre_artist_start=genre_artist_start,
@@ -62,10 +76,24 @@ def build_catalogue(cfg: SynthConfig, rng: np.random.Generator) -> Catalogue:
         item_cum=cumsum0(item_weight),
         artist_cum=cumsum0(artist_weight),
         trend_order=hits[by_week],
-        trend_cum=cumsum0(rng.pareto(b.hit_pareto, len(hits))[by_week] + 1.0),
+        trend_cum=trend_cum,
         trend_start=np.searchsorted(hit_week[by_week], np.arange(TREND_GROUPS + 1)),
-        track_length=track_lengths(rng, cfg.n_items, b),
+        track_length=lengths,
+        release_day=release_days(rng, item_weight, rank_in_artist, b),  # drawn last: earlier fields keep their draws
     )
+
+
+def release_days(rng: np.random.Generator, weight: np.ndarray, rank_in_artist: np.ndarray, b: Behaviour) -> np.ndarray:
+    """Day of release of each item: 0 for the back catalogue; for a `new_releases` share of the items, drawn by
+    popularity among the tracks that are not their artist's first, a day uniform over the last `release_days`."""
+    days = np.zeros(len(weight), np.int64)
+    candidates = np.flatnonzero(rank_in_artist > 0)
+    n = min(round(b.new_releases * len(weight)), len(candidates))
+    if n:
+        p = weight[candidates] / weight[candidates].sum()
+        released = rng.choice(candidates, size=n, replace=False, p=p)
+        days[released] = N_DAYS - rng.integers(1, min(b.release_days, N_DAYS) + 1, n)
+    return days
 
 
 def track_lengths(rng: np.random.Generator, n: int, b: Behaviour) -> np.ndarray:

@@ -46,6 +46,10 @@ class Behaviour:
     genre_spread: float = 1.0  # embedding: genre centres' scale
     artist_spread: float = 0.6  # embedding: an artist's offset from its genre
     item_spread: float = 0.5  # embedding: a track's offset from its artist
+    # new releases: items first heard near the end of the window (each with a vector), the cold-start case of
+    # content models; a listen drawn for a release before its release day plays the artist's first track instead
+    new_releases: float = 0.01  # share of the catalogue, drawn by popularity among tracks after an artist's first
+    release_days: int = 7  # release days are uniform over the last `release_days` days (the test day included)
     track_length_median: float = 200.0  # seconds; log-normal, so p90 is about 275 s
     track_length_sigma: float = 0.25
     long_tracks: float = 0.003  # a thin tail of long tracks, uniform in log between the two bounds
@@ -109,10 +113,10 @@ class Behaviour:
 # fields whose values are chances or shares, in [0, 1]; every other number must be positive
 _SHARES = frozenset(
     {
-        "second_album", "embedded", "long_tracks", "no_listens", "last_day_share", "synced", "genre_primary",
-        "drift", "restart", "organic", "favourite", "explore", "popular_now", "trending", "trend_weeks",
-        "zero_of_skips", "full_at_100", "duplicates", "likes_per_listen", "dislikes_per_listen", "dislike_played",
-        "unlikes", "undislikes", "recommended_likes", "recommended_dislikes", "recommended_unlikes",
+        "second_album", "embedded", "new_releases", "long_tracks", "no_listens", "last_day_share", "synced",
+        "genre_primary", "drift", "restart", "organic", "favourite", "explore", "popular_now", "trending",
+        "trend_weeks", "zero_of_skips", "full_at_100", "duplicates", "likes_per_listen", "dislikes_per_listen",
+        "dislike_played", "unlikes", "undislikes", "recommended_likes", "recommended_dislikes", "recommended_unlikes",
         "recommended_undislikes",
     }
 )  # fmt: skip

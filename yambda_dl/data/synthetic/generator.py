@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 # 2: weekly charts of hits_per_week short-lived hits, flatter artist popularity
 # 3: events of every type in both target days for any size and seed (guarantee.py); a damaged root is regenerated
-VERSION = 3
+# 4: new releases (Behaviour.new_releases, release_days): items first heard in the last days, each with a vector
+VERSION = 4
 MARKER_FILE = SYNTHETIC_MARKER  # layout.py reads it too, for its hints
 
 

@@ -27,6 +27,7 @@ from yambda_dl.data.protocol import (
     VALIDATION_START,
 )
 from yambda_dl.data.synthetic.catalogue import Catalogue
+from yambda_dl.data.synthetic.config import N_DAYS
 from yambda_dl.data.synthetic.feedback import FEEDBACK_FILES, Events
 from yambda_dl.data.synthetic.sessions import Listens
 from yambda_dl.data.synthetic.users import Users
@@ -80,6 +81,7 @@ def complete(
         liked, full_a, full_b = rng.choice(fav, 3)
         skipped = (liked + 1 + rng.integers(0, max(n_items - 1, 1))) % n_items  # a one-off skip of another track
         item = np.array([liked, skipped, full_a, full_b], np.int64)
+        item = cat.before_release(item, np.full(len(item), _day_of(lo)))  # no new release before its release day
         ratio = np.array([100, 0, 100, 100], np.int64)
         played = np.minimum(cat.track_length[item].astype(np.int64) * ratio // 100, _LONGEST_GAP)
         step = (played // TIMESTAMP_STEP + 1) * TIMESTAMP_STEP  # strictly increasing, on the 5-second grid
@@ -107,6 +109,11 @@ def complete(
     n_events = users.n_events.copy()
     n_events[witness] += len(item)
     return dataclasses.replace(users, listening=listening, n_events=n_events), listens, feedback
+
+
+def _day_of(second: int) -> int:
+    """The calendar day (0 = the oldest, N_DAYS - 1 = the test day; users.day_bounds) of a second."""
+    return max(N_DAYS - 1 - (LAST_TIMESTAMP - 1 - int(second)) // DAY, 0)
 
 
 def _append_listens(listens: Listens, user: np.ndarray, ts: np.ndarray, item: np.ndarray, ratio: np.ndarray) -> Listens:

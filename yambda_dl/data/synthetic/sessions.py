@@ -37,7 +37,9 @@ def generate_listens(cat: Catalogue, users: Users, b: Behaviour, rng: np.random.
     user_start = np.concatenate([[0], np.cumsum(users.n_events)])
     tau = (np.arange(len(slot)) - user_start[user]) / users.n_events[user]  # position in the user's history
     organic, source, first = _runs(slot, b, rng)
-    item = _pick_items(cat, users, _Context(user, day // 7, tau), organic, source, first, b, rng)
+    item = cat.before_release(
+        _pick_items(cat, users, _Context(user, day // 7, tau), organic, source, first, b, rng), day
+    )
     ratio = _played_ratio(organic, source == 1, b, rng)
     timestamp = _timestamps(counts, slot, day, cat.track_length[item] * (ratio / 100.0), b, rng)
     return Listens(user, timestamp, item, organic, ratio)

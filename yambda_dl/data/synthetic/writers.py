@@ -164,6 +164,7 @@ def write_embeddings(cat: Catalogue, root: Path, seed: int, b: Behaviour, chunk:
     popularity = np.diff(cat.item_cum)
     tail_rank = np.argsort(np.argsort(-popularity)) / len(popularity)  # 0 the most popular item, ~1 the least
     present = gen.random(len(popularity)) >= 2 * (1 - b.embedded) * tail_rank
+    present |= cat.release_day > 0  # new releases come with their audio: the cold items content models can rank
     order = np.argsort(cat.item_ids)
     order = order[present[order]]
     with io.ParquetSink(root / S.EMBEDDINGS_FILE, S.EMBEDDINGS_SCHEMA, ONE_ROW_GROUP, COMPRESSION) as sink:

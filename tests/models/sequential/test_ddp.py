@@ -1,5 +1,5 @@
-"""SASRec under DDP with 2 CPU processes (gloo): every user once per epoch over the ranks, and scoring that gives
-the same metrics on each rank as one process scoring the same weights."""
+"""Sequential models under DDP with 2 CPU processes (gloo): every user once per epoch over the ranks, and scoring
+that gives the same metrics on each rank as one process scoring the same weights."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ import pytest
 
 from yambda_dl.eval.evaluator import evaluate
 from yambda_dl.eval.recommend import recommend_all
-from yambda_dl.models.sasrec.module import build_sasrec
+from yambda_dl.models.sequential.module import SequentialRecommender
 
-from ..data.test_datamodules import many_users_split
-from .sasrec_ddp_run import KEYS
+from ...data.test_datamodules import many_users_split
 
-SCRIPT = Path(__file__).with_name("sasrec_ddp_run.py")
+SCRIPT = Path(__file__).with_name("ddp_run.py")
 
 
 @pytest.mark.slow
-def test_ddp_sees_every_user_once_and_scores_like_one_process(tmp_path):
+@pytest.mark.parametrize("name", ["esasrec", "bert4rec"])
+def test_ddp_sees_every_user_once_and_scores_like_one_process(tmp_path, name):
     split = many_users_split(tmp_path, num_users=300)
     out = tmp_path / "ddp"
     out.mkdir()
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), str(split.path), str(out)], capture_output=True, text=True, timeout=600
+        [sys.executable, str(SCRIPT), name, str(split.path), str(out)], capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -37,8 +37,7 @@ def test_ddp_sees_every_user_once_and_scores_like_one_process(tmp_path):
         assert ranks[0]["users"][epoch] and ranks[1]["users"][epoch]  # both ranks trained
 
     assert ranks[0]["metrics"] == ranks[1]["metrics"]  # identical weights on both ranks, every user scored
-    # one process restores the DDP run's final checkpoint (no further epochs) and scores every user
-    last = out / "checkpoints" / "last.ckpt"
-    single = build_sasrec(**{**KEYS, "num_workers": 0}, ckpt_path=str(last)).fit(split)
+    # one process loads the DDP run's final checkpoint and scores every user
+    single = SequentialRecommender.from_checkpoint(out / "checkpoints" / "last.ckpt", split)
     items, _ = recommend_all(single, split.num_users, 5)
     assert evaluate(items, split.targets, split.num_items, [1, 5]) == ranks[0]["metrics"]

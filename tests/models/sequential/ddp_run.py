@@ -1,7 +1,7 @@
-"""Trains SASRec with 2 CPU processes (DDP, gloo) on a split folder and records, per rank, the users of every batch
-and the metrics of scoring all users. Run by test_sasrec_ddp.py as a script: Lightning re-launches it per rank.
+"""Trains a zoo model with 2 CPU processes (DDP, gloo) on a split folder and records, per rank, the users of every
+batch and the metrics of scoring all users. Run by test_ddp.py as a script: Lightning re-launches it per rank.
 
-usage: python sasrec_ddp_run.py SPLIT_FOLDER OUT_FOLDER
+usage: python ddp_run.py MODEL SPLIT_FOLDER OUT_FOLDER
 """
 
 from __future__ import annotations
@@ -10,17 +10,19 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout: `tests` importable in every rank
+
 import lightning
 import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 
+from tests.models.sequential.zoo import tiny
 from yambda_dl.data.split import load_split
 from yambda_dl.eval.evaluator import evaluate
 from yambda_dl.eval.recommend import recommend_all
-from yambda_dl.models.sasrec.module import build_sasrec
 
-KEYS = {"d_model": 16, "num_layers": 1, "ffn_dim": 32, "max_len": 8, "batch_size": 16, "epochs": 2, "num_workers": 2}
+KEYS = {"max_len": 8, "batch_size": 16, "epochs": 2, "num_workers": 2}
 
 
 class BatchUsers(lightning.Callback):
@@ -33,7 +35,7 @@ class BatchUsers(lightning.Callback):
         self.users.setdefault(trainer.current_epoch, []).extend(batch["user_idx"].tolist())
 
 
-def main(split_folder: Path, out: Path) -> None:
+def main(name: str, split_folder: Path, out: Path) -> None:
     split = load_split(split_folder)
     users = BatchUsers()
     trainer = lightning.Trainer(
@@ -48,7 +50,7 @@ def main(split_folder: Path, out: Path) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    model = build_sasrec(**KEYS).fit(split, trainer)
+    model = tiny(name, **KEYS).fit(split, trainer)
     items, _ = recommend_all(model, split.num_users, 5, batch_users=7)
     metrics = evaluate(items, split.targets, split.num_items, [1, 5])
     record = {"users": users.users, "metrics": metrics, "item_vectors_sum": float(np.abs(model.item_vectors()).sum())}
@@ -56,4 +58,4 @@ def main(split_folder: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
