@@ -73,7 +73,7 @@ zoo: setup  ## every sequential model over 3 seeds on synthetic_small, with Most
 zoo-results: setup  ## write the latest zoo's table (mean +- std over seeds) into README.md
 	$(PY) scripts/readme_results.py outputs/zoo/latest --block zoo-results --made-by "make zoo zoo-results"
 
-test: setup  ## run the test suite (about 2 minutes on 2 cores)
+test: setup  ## run the test suite (about 9 minutes on 2 cores; make test-fast skips the slow ones)
 	WANDB_MODE=offline $(PY) -m pytest -q
 
 test-fast: setup  ## the suite without the tests marked slow

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from yambda_dl.data import views
 from yambda_dl.data.datamodules import SequenceDataModule
-from yambda_dl.data.sequences import PAD, scoring_matrix, user_sequences
+from yambda_dl.data.sequences import scoring_matrix, user_sequences
 from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.sequential import memory
 from yambda_dl.models.sequential.optim import parameter_groups
@@ -361,4 +361,4 @@ class SequentialRecommender(lightning.LightningModule):
         return items.cpu(), scores.cpu()
 
 
-__all__ = ["PAD", "SequentialRecommender", "TrainingConfig", "build_sequential"]
+__all__ = ["SequentialRecommender", "TrainingConfig", "build_sequential"]
