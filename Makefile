@@ -40,7 +40,7 @@ setup-sansa: $(VENV)/.sansa  ## also install the optional SANSA baseline (SuiteS
 DEMO_ID  := $(shell date -u +%Y%m%d-%H%M%S)-$(shell od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 DEMO_OUT ?= outputs/demo/$(DEMO_ID)
 
-demo: setup  ## generate the small synthetic dataset, run every model, print the results table (~6 min on 2 cores)
+demo: setup  ## generate the small synthetic dataset, run every model, print the results table (~8 min on 2 cores)
 	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small
 	$(VENV)/bin/yambda-train -m data=synthetic_small paths.data_dir=$(DATA) model=$(DEMO_MODELS) \
 		hydra.sweep.dir=$(DEMO_OUT) logger=none
