@@ -24,15 +24,19 @@ from .conftest import optional_model_param
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 
-def hand_overrides(layout, out: Path) -> list[str]:
+def data_overrides(layout) -> list[str]:
+    """The hand-written dataset of a fixture as yambda-train's data keys (no generation), with small ks."""
     return [
         f"data.root={layout.root}",
         f"data.size={layout.size}",
         "data.synthetic_preset=null",
         "data.name=hand",
         "ks=[1,3,5]",
-        f"hydra.run.dir={out}",
     ]
+
+
+def hand_overrides(layout, out: Path) -> list[str]:
+    return [*data_overrides(layout), f"hydra.run.dir={out}"]
 
 
 def compose_cfg(overrides: list[str], out: Path):

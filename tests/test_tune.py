@@ -23,6 +23,7 @@ from yambda_dl.utils.rundir import read_run
 
 from .conftest import TEST_START, listen, write_flat
 from .test_train import compose_cfg, train
+from .test_train import data_overrides as hand_data
 
 VALIDATION_DAY = 25_830_000  # inside the tune window (the day before the test day's gap)
 
@@ -41,14 +42,7 @@ def tune_layout(tmp_path: Path) -> DatasetLayout:
 
 
 def data_overrides(layout: DatasetLayout) -> list[str]:
-    return [
-        f"data.root={layout.root}",
-        f"data.size={layout.size}",
-        "data.synthetic_preset=null",
-        "data.name=hand",
-        "ks=[1,3,5]",
-        "threads=1",
-    ]
+    return [*hand_data(layout), "threads=1"]
 
 
 def sweep(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
