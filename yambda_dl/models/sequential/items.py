@@ -52,6 +52,16 @@ class ItemRepresentation(nn.Module):
         raise NotImplementedError
 
 
+def id_table(num_items: int, num_special: int, d_model: int, init_std: float | None = None) -> nn.Embedding:
+    """One learned row per token, normal with std init_std (default d^-1/2, which keeps initial logits h.e near unit
+    scale whatever d is); the padding row (num_items) is zero and gets no gradient."""
+    table = nn.Embedding(num_items + num_special, d_model, padding_idx=num_items)
+    nn.init.normal_(table.weight, std=d_model**-0.5 if init_std is None else init_std)
+    with torch.no_grad():
+        table.weight[num_items].zero_()
+    return table
+
+
 class IdEmbedding(ItemRepresentation):
     """One learned vector per token, tied between input and output: the paper's SASRec.
 
@@ -63,11 +73,7 @@ class IdEmbedding(ItemRepresentation):
         self, num_items: int, num_special: int, d_model: int, init_std: float | None = None, split: Split | None = None
     ) -> None:
         super().__init__(num_items, num_special, d_model)
-        self.embedding = nn.Embedding(num_items + num_special, d_model, padding_idx=num_items)
-        # std d^-1/2 keeps initial logits h.e near unit scale whatever d is
-        nn.init.normal_(self.embedding.weight, std=d_model**-0.5 if init_std is None else init_std)
-        with torch.no_grad():
-            self.embedding.weight[self.pad].zero_()
+        self.embedding = id_table(num_items, num_special, d_model, init_std)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.embedding(tokens)
@@ -201,10 +207,7 @@ class Hybrid(ItemRepresentation):
         _positive("hybrid", "init_std", init_std, allow_none=True)
         super().__init__(num_items, num_special, d_model)
         std = d_model**-0.5 if init_std is None else init_std
-        self.embedding = nn.Embedding(num_items + num_special, d_model, padding_idx=num_items)
-        nn.init.normal_(self.embedding.weight, std=std)
-        with torch.no_grad():
-            self.embedding.weight[self.pad].zero_()
+        self.embedding = id_table(num_items, num_special, d_model, std)
         self.projection = nn.Linear(AUDIO_DIM, d_model, bias=False)
         self.missing = nn.Parameter(torch.randn(d_model) * std)  # the content part of items without a vector
         vectors, present = load_audio(split, column, num_items, "hybrid")
