@@ -1,7 +1,9 @@
 """Write a results table into README.md, between its `<name>:begin/end` markers, from the runs themselves.
 
 usage: python scripts/readme_results.py [RUNS_DIR] [--readme README.md] [--block demo-results] [--made-by CMD]
-    `make readme-results` after `make demo`; `make zoo-results` after `make zoo` (the sequential zoo over seeds)
+        [-- REPORT_ARGS...]
+    `make readme-results` after `make demo`; `make zoo-results` after `make zoo` (the sequential zoo over seeds);
+    arguments after `--` go to yambda-report (another layout of the same runs)
 
 The table is `yambda-report RUNS_DIR --format markdown`, so the README shows what a run measured, never a hand copy.
 """
@@ -38,12 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readme", default="README.md")
     parser.add_argument("--block", default="demo-results", help="the README block to replace")
     parser.add_argument("--made-by", default="make readme-results", help="the command named in the note")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    report_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     runs = Path(args.runs)
     if not runs.is_dir():
         sys.exit(f"readme_results: {runs} is not a folder; run `make demo` first")
     report = subprocess.run(
-        [sys.executable, "-m", "yambda_dl.report", str(runs), "--format", "markdown"],
+        [sys.executable, "-m", "yambda_dl.report", str(runs), "--format", "markdown", *report_args],
         capture_output=True,
         text=True,
         check=True,

@@ -324,6 +324,7 @@ def test_half_written_cache_folder_is_rebuilt(final_layout, tmp_path):
     assert rebuilt.path == split.path
     assert rebuilt.users.tolist() == FINAL_USERS
     assert sorted(p.name for p in rebuilt.path.iterdir()) == [
+        "cold_users.parquet",
         "items.npy",
         "meta.json",
         "targets.parquet",
@@ -376,7 +377,7 @@ def test_export_writes_train_and_targets_rows(final_layout, tmp_path):
     split = build(final_layout, tmp_path)
     split.export(tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["targets.parquet", "train.parquet"]
-    targets = pq.read_table(tmp_path / "out" / "targets.parquet")
+    targets = pq.read_table(tmp_path / "out" / "targets.parquet").select(["uid", "item_id"])
     assert targets.schema.types == [pa.uint32(), pa.uint32()]
     assert list(zip(*targets.to_pydict().values(), strict=True)) == [
         (1, 13),

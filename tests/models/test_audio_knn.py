@@ -23,12 +23,21 @@ def _vec(*values: float) -> list[float]:
     return [*values] + [0.0] * (DIM - len(values))
 
 
-# items with hand vectors in 3 dims: 10 and 20 on axes; 30 between them; 40 opposite of 10; 50 without a vector
-VECTORS = {10: _vec(1, 0, 0), 20: _vec(0, 1, 0), 30: _vec(0.6, 0.8, 0), 40: _vec(-1, 0, 0), 60: _vec(0, 0, 2)}
+# items with hand vectors in 3 dims: 10 and 20 on axes; 30 between them; 40 opposite of 10; 50 without a vector;
+# 70 and 80 have a vector and no event (cold candidates)
+VECTORS = {
+    10: _vec(1, 0, 0),
+    20: _vec(0, 1, 0),
+    30: _vec(0.6, 0.8, 0),
+    40: _vec(-1, 0, 0),
+    60: _vec(0, 0, 2),
+    70: _vec(0.7, 0.7, 0),
+    80: _vec(0, -1, 0),
+}
 
 
 @pytest.fixture
-def split(tmp_path):
+def layout(tmp_path):
     layout = DatasetLayout(tmp_path, "hand")
     t = 1_000_000
     rows = [
@@ -48,6 +57,11 @@ def split(tmp_path):
         pa.table({"item_id": pa.array(ids, pa.uint32()), "embed": lists, "normalized_embed": lists}),
         tmp_path / S.EMBEDDINGS_FILE,
     )
+    return layout
+
+
+@pytest.fixture
+def split(layout, tmp_path):
     return make_split(layout, Protocol(), cache_dir=tmp_path / "cache", progress=False)
 
 
@@ -76,6 +90,18 @@ def test_decay_changes_the_mix_and_a_user_without_audio_gets_zeros(split):
     assert not flat.user_vectors(torch.tensor([2])).any()  # user 3 heard only item 50, which has no vector
     # an item vector's length does not matter (cosine): 60 = 2 * e3 is unit-length in the model
     assert float(flat.item_vectors().norm(dim=1).max()) == pytest.approx(1.0)
+
+
+def test_cold_candidates_are_ranked_by_the_same_cosine(layout, tmp_path):
+    split = make_split(layout, Protocol(candidates="train_and_cold"), cache_dir=tmp_path / "cache", progress=False)
+    assert split.cold_items.tolist() == [70, 80] and split.num_candidates == split.num_items + 2
+    model = AudioKNN(hours=1.0).fit(split)
+    assert model.item_vectors().shape[0] == split.num_candidates
+    items, scores = model.recommend(torch.tensor([0]), k=split.num_candidates)
+    user = np.array([0.9, 1.0]) / np.linalg.norm([0.9, 1.0])
+    cosine_70 = (0.7 * user[0] + 0.7 * user[1]) / np.linalg.norm([0.7, 0.7])  # nearer the mean than 30
+    assert int(items[0, 0]) == split.num_items and float(scores[0, 0]) == pytest.approx(cosine_70, abs=1e-6)
+    assert int(items[0, -1]) == split.num_items + 1  # 80 points away from user 1's taste
 
 
 def test_bad_settings_are_refused():

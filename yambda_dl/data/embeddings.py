@@ -88,6 +88,19 @@ def read_item_mapping(path: Path | str, kind: str, item_ids: np.ndarray) -> tupl
     return by_wanted[inverse], found[inverse]
 
 
+def cold_item_ids(path: Path | str, train_items: np.ndarray) -> np.ndarray:
+    """Raw ids (uint32, ascending) of the items that have a vector in the embeddings file but are not among the
+    ascending `train_items`: the cold candidates, in the order the view's cold rows take (item_embeddings).
+
+    Reads the item_id column only, one row group at a time; memory: 8 bytes per file row (~62 MB at Yambda).
+    """
+    pf = io.open_parquet(path, hint="download it with `yambda-data download --embeddings`")
+    name = S.resolve_columns(path, pf.schema_arrow, S.EMBEDDINGS_SCHEMA, ["item_id"])["item_id"]
+    groups = [_ids(path, "item_id", pf.read_row_group(g, columns=[name]).column(0)) for g in range(pf.num_row_groups)]
+    file_ids = np.unique(np.concatenate(groups)) if groups else np.zeros(0, np.int64)
+    return file_ids[~np.isin(file_ids, np.asarray(train_items, dtype=np.int64))].astype(np.uint32)
+
+
 def _wanted(item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique wanted ids (for np.searchsorted) and, per given id, its slot among them."""
     item_ids = np.asarray(item_ids)
@@ -228,6 +241,19 @@ def item_embeddings(
     """
     source = Path(path).expanduser() if path is not None else embeddings_path(split)
     return aligned_embeddings(source, split.items, split.path / "embeddings", column, cold, progress)
+
+
+def candidate_embeddings(split: Split, column: str = "normalized_embed", progress: bool = True) -> ItemEmbeddings:
+    """The audio vectors of the split's candidates: its train items, then, with protocol.candidates=train_and_cold,
+    its cold items (row num_items + j = split.cold_items[j]); what a content model ranks."""
+    cold = split.num_candidates > split.num_items
+    view = item_embeddings(split, column=column, cold=cold, progress=progress)
+    if cold and not np.array_equal(view.cold_ids, split.cold_items):
+        raise ValueError(
+            f"{view.path}: the view's {view.num_cold} cold rows are not the split's {len(split.cold_items)} cold "
+            f"candidates (the embeddings file changed while the run was open?); run again"
+        )
+    return view
 
 
 def aligned_embeddings(

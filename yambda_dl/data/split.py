@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +29,7 @@ import pyarrow as pa
 from yambda_dl.data import io
 from yambda_dl.data import protocol as P
 from yambda_dl.data import schema as S
+from yambda_dl.data.embeddings import cold_item_ids
 from yambda_dl.data.idcounts import DENSE_LIMIT, IdCounts
 from yambda_dl.data.layout import DatasetLayout, SideFiles, default_cache_dir
 from yambda_dl.utils.progress import Progress
@@ -39,15 +40,28 @@ logger = logging.getLogger(__name__)
 
 SETUP_SOURCES = {"listen_plus": "listens", "like": "likes"}  # setup -> the event file it is built from
 MODES = ("final", "tune")
+# which train events a split keeps, by is_organic (1 organic, 0 recommendation-driven); targets are never filtered
+TRAIN_EVENTS = {"all": None, "organic": 1, "recommended": 0}
+# the items ranked: the paper's train items, or those plus the cold items (an audio vector, no train event)
+CANDIDATES = ("train", "train_and_cold")
 # Bump when a cache folder's files or their meaning change: old folders then get other keys.
-FORMAT_VERSION = 1
+# 2: targets carry timestamp and is_organic; the window events of cold users and (with dedup) of ranked users kept
+FORMAT_VERSION = 2
 KEY_CHARS = 16  # 64 bits of sha256: collisions are out of reach for the handful of splits a root holds
 
 
 META_FILE = "meta.json"
-DATA_FILES = ("train.parquet", "targets.parquet", "users.npy", "items.npy")  # what meta.json's "files" sizes
+# what meta.json's "files" sizes; window.parquet only with dedup_targets (else the targets are the whole stream)
+DATA_FILES = ("train.parquet", "targets.parquet", "cold_users.parquet", "users.npy", "items.npy")
+WINDOW_FILE = "window.parquet"
+# targets, the window stream and cold users' events: (uid, time) order, one row per event of the target window
 TARGETS_SCHEMA = pa.schema(
-    [pa.field("uid", pa.uint32(), nullable=False), pa.field("item_id", pa.uint32(), nullable=False)]
+    [
+        pa.field("uid", pa.uint32(), nullable=False),
+        pa.field("item_id", pa.uint32(), nullable=False),
+        pa.field("timestamp", pa.uint32(), nullable=False),
+        pa.field("is_organic", pa.uint8(), nullable=False),
+    ]
 )
 DENSE_COLUMNS = ("user_idx", "item_idx")
 
@@ -78,12 +92,22 @@ class Protocol:
     # Listen+ is played_ratio_pct >= this: the official code's >=, not the card's "over 50%"
     listen_plus_min_ratio: int = P.LISTEN_PLUS_MIN_RATIO
     dedup_targets: bool = False  # duplicates are real re-listens and count in |T_u| (docs/protocol.md)
+    train_events: str = "all"  # all | organic | recommended: the train events kept, by is_organic
+    # train | train_and_cold: what is ranked. Not part of the cache key: the cold items come from the embeddings
+    # file when the split is opened, so both choices share one folder
+    candidates: str = "train"
 
     def __post_init__(self) -> None:
         if self.setup not in SETUP_SOURCES:
             raise ValueError(f"unknown split setup {self.setup!r}; valid choices: {', '.join(SETUP_SOURCES)}")
         if self.mode not in MODES:
             raise ValueError(f"unknown split mode {self.mode!r}; valid choices: {', '.join(MODES)}")
+        if self.train_events not in TRAIN_EVENTS:
+            raise ValueError(
+                f"unknown protocol.train_events {self.train_events!r}; valid choices: {', '.join(TRAIN_EVENTS)}"
+            )
+        if self.candidates not in CANDIDATES:
+            raise ValueError(f"unknown protocol.candidates {self.candidates!r}; valid choices: {', '.join(CANDIDATES)}")
         if not 0 <= self.listen_plus_min_ratio <= S.MAX_PLAYED_RATIO_PCT:
             raise ValueError(
                 f"listen_plus_min_ratio={self.listen_plus_min_ratio} is outside the played_ratio_pct "
@@ -114,16 +138,21 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Targets:
-    """Targets of the evaluated users as ragged lists: user i's are item_idx[offsets[i]:offsets[i + 1]].
+    """Events of the target window as ragged lists per user: user i's are item_idx[offsets[i]:offsets[i + 1]].
 
+    The evaluated targets (split.targets), the whole window stream of ranked users (split.window_events) and the
+    window events of users without train history (split.cold_user_events, user_idx -1) all take this form.
     Plain arrays, not the CSR type (data/csr.py): a target list keeps duplicates, time order and -1 for items outside
-    train, none of which a sparse matrix holds; the evaluator reads the arrays as they are.
+    the candidates, none of which a sparse matrix holds; the evaluator reads the arrays as they are.
     """
 
-    user_idx: np.ndarray  # int64 (n_eval,) ascending dense indices of evaluated users
-    offsets: np.ndarray  # int64 (n_eval + 1,)
-    item_idx: np.ndarray  # int64 (n_targets,) dense item index, -1 for items not in train (they still count)
-    item_id: np.ndarray  # uint32 (n_targets,) raw ids, in time order within a user
+    user_idx: np.ndarray  # int64 (n_users,) ascending dense indices of the users; -1 for users without train events
+    offsets: np.ndarray  # int64 (n_users + 1,)
+    item_idx: np.ndarray  # int64 (n_events,) dense candidate index, -1 for items not ranked (they still count)
+    item_id: np.ndarray  # uint32 (n_events,) raw ids, in time order within a user
+    timestamp: np.ndarray  # int64 (n_events,) seconds, ascending within a user
+    is_organic: np.ndarray  # bool (n_events,): False = recommendation-driven
+    uid: np.ndarray  # uint32 (n_users,) raw user ids
 
     @property
     def num_users(self) -> int:
@@ -149,7 +178,9 @@ def source_fingerprint(path: Path) -> str:
 
 def split_key(protocol: Protocol, fingerprint: str) -> str:
     """The short hash naming a split's cache folder: protocol, source fingerprint, format version."""
-    blob = json.dumps({"protocol": asdict(protocol), "source": fingerprint, "version": FORMAT_VERSION}, sort_keys=True)
+    # candidates is applied when the folder is opened (the cold items come from the embeddings file, not the source)
+    stored = {k: v for k, v in asdict(protocol).items() if k != "candidates"}
+    blob = json.dumps({"protocol": stored, "source": fingerprint, "version": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:KEY_CHARS]
 
 
@@ -163,6 +194,12 @@ def _setup_mask(table: pa.Table, protocol: Protocol) -> np.ndarray:
     return np.ones(table.num_rows, dtype=bool)
 
 
+def _train_events_mask(table: pa.Table, protocol: Protocol) -> np.ndarray | bool:
+    """Which rows the train side keeps by is_organic (protocol.train_events); True keeps every row."""
+    organic = TRAIN_EVENTS[protocol.train_events]
+    return True if organic is None else table.column("is_organic").to_numpy() == organic
+
+
 def _route(table: pa.Table, protocol: Protocol, windows: Windows) -> tuple[pa.Table, pa.Table]:
     """(train rows, target-window rows) of a batch's setup events, sorted by (uid, timestamp); rest dropped.
 
@@ -171,7 +208,7 @@ def _route(table: pa.Table, protocol: Protocol, windows: Windows) -> tuple[pa.Ta
     table = io.sort_by_user_time(table)  # sorting commutes with the filters: both are stable
     ts = table.column("timestamp").to_numpy()
     setup = _setup_mask(table, protocol)
-    train = setup & (ts < windows.train_end)
+    train = setup & (ts < windows.train_end) & _train_events_mask(table, protocol)
     target = setup & (ts >= windows.target_start) & (ts < windows.target_end)
     return table.filter(pa.array(train)), table.filter(pa.array(target))
 
@@ -183,29 +220,36 @@ def _first_of_runs(sorted_values: np.ndarray) -> np.ndarray:
     return first
 
 
+def _window_rows(window: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The TARGETS_SCHEMA columns of a batch's target-window events at `rows` (a bool mask)."""
+    return pa.table(
+        {name: window.column(name).to_numpy()[rows] for name in TARGETS_SCHEMA.names}, schema=TARGETS_SCHEMA
+    )
+
+
 @dataclass
 class _Accumulator:
     """What pass 1 keeps between batches: every field here is bounded as its comment says."""
 
     item_seen: IdCounts = field(default_factory=lambda: IdCounts(presence=True))  # see idcounts: bounded
     ranked: list[np.ndarray] = field(default_factory=list)  # 4 bytes per ranked user
-    target_uid: list[np.ndarray] = field(default_factory=list)  # 8 bytes per target event: one day of events
-    target_item: list[np.ndarray] = field(default_factory=list)
+    # 13 bytes per setup event of the target window (one day of events), ranked users' and cold users' apart
+    window: list[pa.Table] = field(default_factory=list)
+    cold_users: list[pa.Table] = field(default_factory=list)
     train_events: int = 0
     window_events: int = 0  # setup events in the target window, ranked users or not: tells the errors apart
 
     def add(self, train: pa.Table, window: pa.Table) -> None:
-        """Mark the batch's train items, its ranked users, and the target events of those users."""
+        """Mark the batch's train items, its ranked users, and the window events of ranked and of cold users."""
         uid = train.column("uid").to_numpy()
         self.item_seen.add(train.column("item_id").to_numpy())
         ranked = uid[_first_of_runs(uid)]  # the batch holds whole users, uid-sorted: so is the concatenation
-        target_uid = window.column("uid").to_numpy()
-        of_ranked = np.isin(target_uid, ranked)  # cold users are never evaluated
+        of_ranked = np.isin(window.column("uid").to_numpy(), ranked)  # cold users are never evaluated
         self.ranked.append(ranked)
-        self.target_uid.append(target_uid[of_ranked])
-        self.target_item.append(window.column("item_id").to_numpy()[of_ranked])
+        self.window.append(_window_rows(window, of_ranked))
+        self.cold_users.append(_window_rows(window, ~of_ranked))
         self.train_events += len(uid)
-        self.window_events += len(target_uid)
+        self.window_events += window.num_rows
 
     def users(self) -> np.ndarray:
         return np.concatenate(self.ranked).astype(np.uint32) if self.ranked else np.zeros(0, np.uint32)
@@ -213,18 +257,22 @@ class _Accumulator:
     def items(self) -> np.ndarray:
         return self.item_seen.ids().astype(np.uint32)
 
-    def targets(self, dedup: bool) -> pa.Table:
-        """Target events of ranked users in (uid, time) order; `dedup` keeps first plays."""
-        uid = np.concatenate(self.target_uid) if self.target_uid else np.zeros(0, np.uint32)
-        item = np.concatenate(self.target_item) if self.target_item else np.zeros(0, np.uint32)
-        if dedup:
-            pair = (uid.astype(np.uint64) << np.uint64(32)) | item.astype(np.uint64)
-            # return_index gives each (user, item) pair's first position; sorting restores time order
-            first = np.sort(np.unique(pair, return_index=True)[1])
-            uid, item = uid[first], item[first]
-        return pa.table(
-            {"uid": pa.array(uid, pa.uint32()), "item_id": pa.array(item, pa.uint32())}, schema=TARGETS_SCHEMA
-        )
+    def window_stream(self) -> pa.Table:
+        """Every target-window event of ranked users, in (uid, time) order."""
+        return pa.concat_tables([TARGETS_SCHEMA.empty_table(), *self.window])
+
+    def cold_user_stream(self) -> pa.Table:
+        """Target-window events of users without a train event, in (uid, time) order."""
+        return pa.concat_tables([TARGETS_SCHEMA.empty_table(), *self.cold_users])
+
+
+def _first_plays(events: pa.Table) -> pa.Table:
+    """Each (user, item) pair's first event, time order kept (protocol.dedup_targets)."""
+    pair = (events.column("uid").to_numpy().astype(np.uint64) << np.uint64(32)) | events.column(
+        "item_id"
+    ).to_numpy().astype(np.uint64)
+    # return_index gives each pair's first position; sorting restores time order
+    return events.take(np.sort(np.unique(pair, return_index=True)[1]))
 
 
 def _stream_source(
@@ -287,17 +335,24 @@ def _build(
 ) -> dict:
     """Fill an empty folder with the split's files; returns its meta."""
     acc = _stream_source(source, fmt, protocol, folder / "train.parquet", batch_rows, progress)
-    users, items, targets = acc.users(), acc.items(), acc.targets(protocol.dedup_targets)
+    users, items, window, cold_users = acc.users(), acc.items(), acc.window_stream(), acc.cold_user_stream()
+    targets = _first_plays(window) if protocol.dedup_targets else window
     _check_split(source, protocol, acc, targets.num_rows)
     np.save(folder / "users.npy", users)
     np.save(folder / "items.npy", items)
     io.write_parquet(targets, folder / "targets.parquet")
+    io.write_parquet(cold_users, folder / "cold_users.parquet")
+    if protocol.dedup_targets:  # the state a streaming evaluation moves takes in every event, not first plays
+        io.write_parquet(window, folder / WINDOW_FILE)
     counts = {
         "num_train_events": acc.train_events,
         "num_ranked_users": len(users),
         "num_train_items": len(items),
         "num_eval_users": int(_first_of_runs(targets.column("uid").to_numpy()).sum()),
         "num_targets": targets.num_rows,
+        "num_window_events": window.num_rows,  # of ranked users; with dedup_targets more than num_targets
+        "num_cold_users": int(_first_of_runs(cold_users.column("uid").to_numpy()).sum()),
+        "num_cold_user_events": cold_users.num_rows,
         "num_target_window_events": acc.window_events,
     }
     meta = {
@@ -306,7 +361,8 @@ def _build(
         "protocol": asdict(protocol),
         "windows": asdict(protocol.windows()),
         "counts": counts,
-        "files": {name: (folder / name).stat().st_size for name in DATA_FILES},  # checked when opened
+        # checked when opened
+        "files": {name: (folder / name).stat().st_size for name in _data_files(protocol.dedup_targets)},
         "source": {
             "path": str(source),
             "event_file": protocol.source_file(),
@@ -318,6 +374,10 @@ def _build(
     }
     _write_meta(folder, meta)
     return meta
+
+
+def _data_files(dedup_targets: bool) -> tuple[str, ...]:
+    return (*DATA_FILES, WINDOW_FILE) if dedup_targets else DATA_FILES
 
 
 def split_problem(folder: Path) -> str | None:
@@ -338,7 +398,7 @@ def split_problem(folder: Path) -> str | None:
         return f"{meta_path} is unreadable: {err}"
     if meta.get("format_version") != FORMAT_VERSION:
         return f"{meta_path}: split format version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}"
-    for name in DATA_FILES:
+    for name in _data_files(bool(meta.get("protocol", {}).get("dedup_targets"))):
         if not (folder / name).is_file():
             return f"missing {folder / name}"
     for name, size in meta.get("files", {}).items():  # folders of older builds have no sizes: counts still checked
@@ -351,6 +411,7 @@ def split_problem(folder: Path) -> str | None:
             "num_train_items": len(np.load(folder / "items.npy", mmap_mode="r")),
             "num_train_events": io.open_parquet(folder / "train.parquet").metadata.num_rows,
             "num_targets": io.open_parquet(folder / "targets.parquet").metadata.num_rows,
+            "num_cold_user_events": io.open_parquet(folder / "cold_users.parquet").metadata.num_rows,
         }
     except (OSError, ValueError) as err:
         return f"unreadable file in {folder}: {err}"
@@ -384,11 +445,18 @@ def make_split(
     """
     S.check_format(fmt)
     source = layout.require([protocol.source_file()], fmt)[0]
+    embeddings = layout.side_files.embeddings
+    if protocol.candidates == "train_and_cold" and not embeddings.is_file():  # before the build, not after it
+        raise SplitError(
+            f"protocol.candidates=train_and_cold ranks the items of {embeddings}, which does not exist; download it "
+            f"with `yambda-data download --embeddings`, point data.side_files.embeddings at it, or use "
+            f"protocol.candidates=train"
+        )
     fingerprint = source_fingerprint(source)
     key = split_key(protocol, fingerprint)
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir(layout.root)) / key
     if split_problem(folder) is None:  # complete: reuse without the lock or reading the data
-        return load_split(folder, layout.side_files)
+        return load_split(folder, layout.side_files, protocol.candidates)
     with io.build_once(folder, _is_intact) as tmp:
         if tmp is not None:
             total = io.open_parquet(source).metadata.num_rows if fmt == "flat" else None  # sequential: rows = users
@@ -399,13 +467,13 @@ def make_split(
                 f"{counts['num_train_items']:,} train items, {counts['num_eval_users']:,} evaluated users, "
                 f"{counts['num_targets']:,} targets -> {folder}"
             )
-    return load_split(folder, layout.side_files)
+    return load_split(folder, layout.side_files, protocol.candidates)
 
 
-def load_split(path: Path, side_files: SideFiles | None = None) -> Split:
+def load_split(path: Path, side_files: SideFiles | None = None, candidates: str = "train") -> Split:
     """Reopen a complete split folder written by make_split; `side_files`: the dataset's item side files (default:
-    those at the root that holds the split's source)."""
-    return Split(Path(path), side_files)
+    those at the root that holds the split's source); `candidates`: train | train_and_cold (Protocol.candidates)."""
+    return Split(Path(path), side_files, candidates)
 
 
 # --- the handle ---------------------------------------------------------------------------------------------
@@ -421,23 +489,26 @@ def _dense_index(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(found, pos, -1).astype(np.int64)
 
 
-def _targets_from_rows(rows: pa.Table, users: np.ndarray, items: np.ndarray) -> Targets:
-    """CSR targets from (uid, item_id) rows in (uid, time) order; each uid is a ranked user."""
+def _targets_from_rows(rows: pa.Table, users: np.ndarray, item_index: Callable[[np.ndarray], np.ndarray]) -> Targets:
+    """Ragged per-user events from TARGETS_SCHEMA rows in (uid, time) order; user_idx -1 for users not in `users`."""
     uid = rows.column("uid").to_numpy()
     item_id = rows.column("item_id").to_numpy()
-    starts = np.flatnonzero(_first_of_runs(uid))
+    starts = np.flatnonzero(_first_of_runs(uid)) if len(uid) else np.zeros(0, np.int64)
     return Targets(
         user_idx=_dense_index(users, uid[starts]),
         offsets=np.append(starts, len(uid)).astype(np.int64),
-        item_idx=_dense_index(items, item_id),
+        item_idx=item_index(item_id),
         item_id=item_id.astype(np.uint32),
+        timestamp=rows.column("timestamp").to_numpy().astype(np.int64),
+        is_organic=rows.column("is_organic").to_numpy().astype(bool),
+        uid=uid[starts].astype(np.uint32),
     )
 
 
 class Split:
     """A handle on a cached split folder: users, items and targets are loaded, train events are streamed."""
 
-    def __init__(self, path: Path, side_files: SideFiles | None = None):
+    def __init__(self, path: Path, side_files: SideFiles | None = None, candidates: str = "train"):
         meta_path = Path(path) / META_FILE
         if not meta_path.is_file():
             raise SplitError(f"{path} is not a complete split folder (no {META_FILE}); build it with make_split")
@@ -452,16 +523,37 @@ class Split:
         self.meta = meta
         # the embeddings and artist / album maps a model reaches through views, never through a path of its own
         self.side_files = side_files or SideFiles.of_event_file(meta["source"]["path"])
-        self.protocol = Protocol(**meta["protocol"])
+        self.protocol = Protocol(**{**meta["protocol"], "candidates": candidates})
         self.key: str = meta["key"]
         self.users: np.ndarray = np.load(self.path / "users.npy")  # uint32, ascending; user_idx = position
         self.items: np.ndarray = np.load(self.path / "items.npy")  # uint32, ascending; item_idx = position
         self.num_users, self.num_items = len(self.users), len(self.items)
         self.num_train_events: int = meta["counts"]["num_train_events"]
         self.train_path = self.path / "train.parquet"
-        self.targets = _targets_from_rows(
-            io.read_table(self.path / "targets.parquet", TARGETS_SCHEMA), self.users, self.items
+        # the cold candidates (train_and_cold): items with an audio vector and no train event, ranked after the
+        # train items (candidate index num_items + position); read from the embeddings file, 4 bytes per item
+        self.cold_items: np.ndarray = (
+            cold_item_ids(self.side_files.embeddings, self.items)
+            if candidates == "train_and_cold"
+            else np.zeros(0, np.uint32)
         )
+        self.num_candidates = self.num_items + len(self.cold_items)
+        self.targets = self._events("targets.parquet")
+
+    def _events(self, name: str) -> Targets:
+        return _targets_from_rows(io.read_table(self.path / name, TARGETS_SCHEMA), self.users, self.candidate_index)
+
+    @cached_property
+    def window_events(self) -> Targets:
+        """Every setup event of the target window of the ranked users, never deduplicated: the stream a user state
+        takes in during the day (the targets themselves unless protocol.dedup_targets)."""
+        return self._events(WINDOW_FILE) if self.protocol.dedup_targets else self.targets
+
+    @cached_property
+    def cold_user_events(self) -> Targets:
+        """Target-window events of users without a train event (never evaluated by the paper's protocol);
+        user_idx is -1, raw ids in `uid`."""
+        return self._events("cold_users.parquet")
 
     def __repr__(self) -> str:
         return (
@@ -486,6 +578,15 @@ class Split:
     def item_index(self, item_ids: np.ndarray | Sequence[int]) -> np.ndarray:
         """Raw item ids -> dense item_idx (int64), -1 where the item is not a train item."""
         return _dense_index(self.items, np.asarray(item_ids))
+
+    def candidate_index(self, item_ids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Raw item ids -> candidate index (int64): item_idx for train items, num_items + position for cold
+        candidates (protocol.candidates=train_and_cold), -1 for the rest."""
+        index = self.item_index(item_ids)
+        if len(self.cold_items):
+            cold = _dense_index(self.cold_items, np.asarray(item_ids)[index < 0])
+            index[index < 0] = np.where(cold >= 0, cold + self.num_items, -1)
+        return index
 
     def iter_train(
         self,
@@ -525,7 +626,8 @@ class Split:
         return values.astype(np.int64) if name == "timestamp" else values
 
     def export(self, out_dir: Path) -> None:
-        """Write OUT/train.parquet (raw train events) and OUT/targets.parquet (uid, item_id per target)."""
+        """Write OUT/train.parquet (raw train events) and OUT/targets.parquet (uid, item_id, timestamp, is_organic
+        per target)."""
         out_dir = Path(out_dir)
         for name in ("train.parquet", "targets.parquet"):
             with io.atomic_path(out_dir / name) as tmp:
@@ -540,5 +642,8 @@ class Split:
             "windows": asdict(self.protocol.windows()),
             "source": self.meta["source"]["path"],
             "fmt": self.meta["source"]["fmt"],
+            "train_events": self.protocol.train_events,
+            "candidates": self.protocol.candidates,
+            "num_cold_candidates": len(self.cold_items),
             **self.meta["counts"],
         }
