@@ -12,7 +12,8 @@ DEMO_SASREC ?= model.epochs=40 model/loss=sampled_softmax model.loss.num_negativ
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "dev,gpu" || echo "dev")
 
-.PHONY: help setup setup-sansa demo readme-results zoo zoo-results test test-fast lint format bench clean
+.PHONY: help setup setup-sansa demo readme-results zoo zoo-results beyond beyond-results audio audio-results \
+	test test-fast lint format bench clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -72,6 +73,39 @@ zoo: setup  ## every sequential model over 3 seeds on synthetic_small, with Most
 
 zoo-results: setup  ## write the latest zoo's table (mean +- std over seeds) into README.md
 	$(PY) scripts/readme_results.py outputs/zoo/latest --block zoo-results --made-by "make zoo zoo-results"
+
+# evaluation beyond the paper: every demo model with hourly streaming states (and the target slices every run has)
+BEYOND_OUT ?= outputs/beyond/$(DEMO_ID)
+beyond: setup  ## the demo's models with hourly streaming user states: frozen vs streaming, organic vs recommended
+	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small
+	$(VENV)/bin/yambda-train -m data=synthetic_small paths.data_dir=$(DATA) model=$(DEMO_MODELS) logger=none \
+		eval.stream.window=3600 hydra.sweep.dir=$(BEYOND_OUT)
+	$(VENV)/bin/yambda-train data=synthetic_small paths.data_dir=$(DATA) model=sasrec $(DEMO_SASREC) logger=none \
+		eval.stream.window=3600 hydra.run.dir=$(BEYOND_OUT)/sasrec
+	ln -sfn $(DEMO_ID) outputs/beyond/latest
+
+beyond-results: setup  ## write the latest `make beyond` tables into README.md
+	$(PY) scripts/readme_results.py outputs/beyond/latest --block stream-results --made-by "make beyond beyond-results" \
+		-- --compare stream_frozen,stream --metrics paper_ndcg@10,paper_recall@100
+	$(PY) scripts/readme_results.py outputs/beyond/latest --block organic-results --made-by "make beyond beyond-results" \
+		-- --compare all,organic,recommended --metrics paper_ndcg@10,paper_recall@100
+
+# the audio models over 3 seeds with the cold candidates ranked: SASRec with each item representation (the paper's
+# BCE recipe, AUDIO_EPOCHS epochs), iALS and BPR with and without the audio start, audio_knn and Random
+AUDIO_EPOCHS ?= 20
+AUDIO_OUT    ?= outputs/audio/$(DEMO_ID)
+AUDIO_ARGS    = data=synthetic_small paths.data_dir=$(DATA) logger=none seed=$(ZOO_SEEDS) protocol.candidates=train_and_cold
+audio: setup  ## SASRec with every audio item representation, iALS/BPR audio starts, audio_knn, over 3 seeds
+	$(VENV)/bin/yambda-data synth --preset small --root $(DATA)/synthetic_small
+	$(VENV)/bin/yambda-train -m $(AUDIO_ARGS) model=random,audio_knn hydra.sweep.dir=$(AUDIO_OUT)/content
+	$(VENV)/bin/yambda-train -m $(AUDIO_ARGS) model=ials,bpr model.init=random,audio hydra.sweep.dir=$(AUDIO_OUT)/factors
+	$(VENV)/bin/yambda-train -m $(AUDIO_ARGS) model=sasrec model.epochs=$(AUDIO_EPOCHS) \
+		model/item_repr=id,hybrid,content,audio_init,delta,semantic_ids hydra.sweep.dir=$(AUDIO_OUT)/sasrec
+	ln -sfn $(DEMO_ID) outputs/audio/latest
+
+audio-results: setup  ## write the latest `make audio` table into README.md
+	$(PY) scripts/readme_results.py outputs/audio/latest --block audio-results --made-by "make audio audio-results" \
+		-- --compare all,warm,cold --metrics paper_ndcg@10,paper_ndcg@100,recall@100
 
 test: setup  ## run the test suite (about 9 minutes on 2 cores; make test-fast skips the slow ones)
 	WANDB_MODE=offline $(PY) -m pytest -q

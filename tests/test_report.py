@@ -186,3 +186,173 @@ def test_runs_without_the_default_best_metric_are_reported_unmarked(tmp_path, ca
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| decaypop hours=1.0 |" in out and "**" not in out
+
+
+def test_a_target_slice_is_reported_in_the_same_layout_with_its_spread(tmp_path, capsys):
+    for seed, ndcg in ((0, 0.1), (1, 0.3)):
+        organic = METRICS | {"paper_ndcg@10": ndcg}
+        config = {"seed": seed, "model": {"name": "ials", "seed": seed}, "eval": {"filter_seen": False}}
+        write_run(tmp_path / f"s{seed}", "ials", config=config, organic=organic, recommended=None)
+    write_run(tmp_path / "m", "mostpop", size="50m", data="yambda_50m", organic=METRICS | {"paper_ndcg@100": 0.5})
+    assert main([str(tmp_path), "--slice", "organic"]) == 0
+    table = capsys.readouterr().out
+    assert "### synthetic_small · listen_plus · final · organic targets" in table
+    assert rows_of(table, "ials") == [  # mean 0.2, sample std sqrt(2 * 0.1^2) = 0.1414
+        "| ials (mean ± std of 2 runs) | 0.2000 ± 0.1414 | 0.0300 ± 0.0000 | 0.0100 ± 0.0000 | 0.0400 ± 0.0000 "
+        "| 0.0010 ± 0.0000 | 0.0020 ± 0.0000 |"
+    ]
+    assert rows_of(table, "mostpop") == ["| mostpop | 0.0200 | 0.5000 | 0.0100 | 0.0400 | 0.0010 | 0.0020 |"]
+    assert "paper" not in table  # the paper has no figures for a slice
+    # all targets: unchanged, the paper's figures beside the 50m run
+    assert main([str(tmp_path)]) == 0
+    assert "| mostpop | 0.0200 | 0.0300 |" in (out := capsys.readouterr().out) and "↳ paper" in out
+    # a slice without targets (None in metrics.json) shows empty cells; a run that lacks the key too
+    assert main([str(tmp_path), "--slice", "recommended"]) == 0
+    table = capsys.readouterr().out
+    assert rows_of(table, "ials") == ["| ials (mean ± std of 2 runs) |  |  |  |  |  |  |"]
+    assert rows_of(table, "mostpop") == ["| mostpop |  |  |  |  |  |  |"]
+
+
+def test_slice_in_csv_and_the_stream_metrics(tmp_path, capsys):
+    stream = {"window": 3600, "metrics": METRICS | {"ndcg@10": 0.7}, "num_pairs": 12, "state": "re-encoded"}
+    write_run(tmp_path / "a", "sasrec", cold=METRICS | {"ndcg@10": 0.25}, stream=stream)
+    assert main([str(tmp_path), "--format", "csv", "--slice", "cold"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["model"], r["mode"], r["slice"], float(r["ndcg@10"])) for r in rows] == [
+        ("sasrec", "final", "cold", 0.25)
+    ]
+    assert main([str(tmp_path), "--format", "json", "--slice", "stream"]) == 0
+    assert [(r["slice"], r["ndcg@10"]) for r in json.loads(capsys.readouterr().out)] == [("stream", 0.7)]
+    assert main([str(tmp_path), "--slice", "stream"]) == 0
+    assert "### synthetic_small · listen_plus · final · stream" in capsys.readouterr().out
+
+
+def test_an_unknown_or_absent_slice_is_a_clear_error(tmp_path, capsys):
+    write_run(tmp_path / "a", "mostpop")  # written before the slices existed
+    assert main([str(tmp_path), "--slice", "nope"]) == 2
+    assert (
+        "--slice 'nope' is not a slice; valid choices: all, organic, recommended, warm, cold" in capsys.readouterr().err
+    )
+    assert main([str(tmp_path), "--slice", "warm"]) == 2
+    assert "--slice 'warm': no run under" in capsys.readouterr().err
+
+
+# --- --compare: slices side by side ----------------------------------------------------------------------------
+
+
+def write_seeded_run(folder, model, seed, **extra):
+    config = {"seed": seed, "model": {"name": model, "seed": seed}, "eval": {"filter_seen": False}}
+    write_run(folder, model, config=config, **extra)
+
+
+def stream_of(metrics):
+    return {"window": 3600, "metrics": metrics, "num_pairs": 12, "state": "frozen", "new_users": None}
+
+
+def test_compare_puts_slices_side_by_side_with_the_spread_and_a_dash_where_a_run_lacks_one(tmp_path, capsys):
+    for seed, ndcg in ((0, 0.1), (1, 0.3)):  # stream NDCG@10 mean 0.2, sample std 0.1414
+        write_seeded_run(tmp_path / f"i{seed}", "ials", seed, stream=stream_of(METRICS | {"paper_ndcg@10": ndcg}))
+    write_seeded_run(tmp_path / "b0", "bpr", 0, stream=stream_of(METRICS))
+    write_seeded_run(tmp_path / "b1", "bpr", 1)  # no streaming evaluation: bpr's row has no stream mean
+    write_run(tmp_path / "m", "mostpop")
+    assert main([str(tmp_path), "--compare", "all,stream"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [
+        "### synthetic_small · listen_plus · final · all vs stream",
+        "",
+        "| model | NDCG@10 all | NDCG@10 stream | Recall@100 all | Recall@100 stream |",
+        "|---|---|---|---|---|",
+    ]
+    assert lines[4:] == [
+        "| mostpop | 0.0200 | - | 0.0400 | - |",
+        "| ials (mean ± std of 2 runs) | 0.0200 ± 0.0000 | 0.2000 ± 0.1414 | 0.0400 ± 0.0000 | 0.0400 ± 0.0000 |",
+        "| bpr (mean ± std of 2 runs) | 0.0200 ± 0.0000 | - | 0.0400 ± 0.0000 | - |",
+    ]
+
+
+def test_stream_frozen_is_the_frozen_lists_on_the_stream_s_pairs(tmp_path, capsys):
+    stream = stream_of(METRICS | {"paper_ndcg@10": 0.5}) | {"frozen": METRICS | {"paper_ndcg@10": 0.3}}
+    write_run(tmp_path / "i", "ials", stream=stream)
+    write_run(tmp_path / "m", "mostpop")  # no streaming evaluation
+    assert main([str(tmp_path), "--compare", "stream_frozen,stream", "--metrics", "paper_ndcg@10"]) == 0
+    table = capsys.readouterr().out
+    assert "| model | NDCG@10 stream_frozen | NDCG@10 stream |" in table
+    assert rows_of(table, "ials") == ["| ials | 0.3000 | 0.5000 |"]
+    assert rows_of(table, "mostpop") == ["| mostpop | - | - |"]
+
+
+def test_compare_target_slices_on_real_data_has_no_paper_rows(tmp_path, capsys):
+    write_run(
+        tmp_path / "m",
+        "mostpop",
+        size="50m",
+        data="yambda_50m",
+        organic=METRICS | {"paper_recall@100": 0.06},
+        recommended=None,  # a slice without targets
+    )
+    assert main([str(tmp_path), "--compare", "organic,recommended,all"]) == 0
+    table = capsys.readouterr().out
+    assert "### yambda_50m · listen_plus · final · organic vs recommended vs all" in table
+    assert "| model | NDCG@10 organic | NDCG@10 recommended | NDCG@10 all | Recall@100 organic |" in table
+    assert rows_of(table, "mostpop") == ["| mostpop | 0.0200 | - | 0.0200 | 0.0600 | - | 0.0400 |"]
+    assert "paper" not in table
+
+
+def test_compare_in_csv_and_json_with_chosen_metrics(tmp_path, capsys):
+    for seed, ndcg in ((0, 0.2), (1, 0.4)):
+        write_seeded_run(tmp_path / f"s{seed}", "sasrec", seed, warm=METRICS | {"ndcg@10": ndcg}, cold=None)
+    argv = [str(tmp_path), "--compare", "warm,cold", "--metrics", "ndcg@10,coverage@10"]
+    assert main([*argv, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0]) == [
+        *("data", "size", "setup", "mode", "model", "label"),
+        "runs",
+        "refused",
+        "warm/ndcg@10",
+        "cold/ndcg@10",
+        "warm/coverage@10",
+        "cold/coverage@10",
+        "warm/ndcg@10_std",
+        "cold/ndcg@10_std",
+        "warm/coverage@10_std",
+        "cold/coverage@10_std",
+    ]
+    assert (rows[0]["label"], rows[0]["runs"], rows[0]["cold/ndcg@10"]) == ("sasrec", "2", "")
+    assert float(rows[0]["warm/ndcg@10"]) == pytest.approx(0.3)
+    assert float(rows[0]["warm/ndcg@10_std"]) == pytest.approx(0.1414, abs=1e-4)
+    assert main([*argv, "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["warm/coverage@10"] == pytest.approx(0.001) and row["cold/coverage@10"] is None
+
+
+def test_compare_shows_a_refused_run(tmp_path, capsys):
+    run = RunFolder(tmp_path / "s", new_run_id())
+    run.claim()
+    run.write_config({"model": {"name": "sansa"}})
+    run.write_manifest({})
+    base = {"model": "sansa", "data": "synthetic_small", "size": "small", "setup": "listen_plus", "mode": "final"}
+    run.finish(base | {"metrics": None, "organic": None, "refused": "needs 120 GB"}, status="refused")
+    write_run(tmp_path / "m", "mostpop", organic=METRICS)
+    assert main([str(tmp_path), "--compare", "all,organic"]) == 0
+    out = capsys.readouterr().out
+    assert "| sansa | refused (below) | | | |" in out and "sansa refused: needs 120 GB" in out
+    assert "| mostpop | 0.0200 | 0.0200 | 0.0400 | 0.0400 |" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--compare", "all,nope"], "--compare 'nope' is not a slice; valid choices: all, organic, recommended"),
+        (["--compare", "all,all"], "--compare 'all,all' names all more than once"),
+        (["--compare", ","], "--compare ',': give comma-separated names"),
+        (["--compare", "all,stream"], "--compare 'stream': no run under"),
+        (["--compare", "all,organic", "--metrics", "mrr@10"], "--metrics 'mrr@10' is not a metric of these runs"),
+        (["--metrics", "ndcg@10"], "--metrics chooses --compare's columns"),
+        (["--compare", "all,organic", "--slice", "cold"], "drop --slice and --best-by"),
+    ],
+)
+def test_compare_errors_name_the_valid_choices(tmp_path, capsys, flags, message):
+    write_run(tmp_path / "m", "mostpop", organic=METRICS, stream=None)  # yambda-train's stream without a window
+    assert main([str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("yambda-report: error: ") and message in err and err.count("\n") == 1

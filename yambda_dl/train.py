@@ -25,9 +25,11 @@ from yambda_dl.data.io import write_parquet
 from yambda_dl.data.layout import DatasetLayout
 from yambda_dl.data.split import Split, make_split
 from yambda_dl.eval.callback import Pruned, RankingEvaluation
-from yambda_dl.eval.evaluator import format_metrics_table
+from yambda_dl.eval.evaluator import format_metrics_table, format_slices_table
 from yambda_dl.eval.external import recommendations_table
 from yambda_dl.eval.settings import EvalSettings
+from yambda_dl.eval.slices import TARGET_SLICES
+from yambda_dl.eval.stream import StreamSettings, stream_evaluate
 from yambda_dl.utils import runinfo
 from yambda_dl.utils.rundir import CHECKPOINTS, RunFolder, RunFolderBusy, new_run_id
 
@@ -420,6 +422,10 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
     metrics, refusal, trainer = None, None, None
     settings = EvalSettings.from_config(ks, cfg.eval)  # the validation callback's and the final pass's, the same
     try:
+        streaming = StreamSettings.from_config(cfg.eval, cfg.model.get("_target_"))  # checked before the fit
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    try:
         model = build_model(cfg.model)
         if isinstance(model, lightning.LightningModule):
             trainer = build_trainer(cfg, logger, split, model, settings, report)
@@ -440,12 +446,29 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
     if refusal is None:
         t = time.perf_counter()
         metrics = settings.score(items, split)
+        slices = settings.score_slices(items, split, catalogue=metrics)  # organic, recommended, warm, cold
         timings["evaluate_s"] = time.perf_counter() - t
+    stream = None
+    if refusal is None and streaming.window is not None:  # the day in windows, states moving (eval/stream.py)
+        t = time.perf_counter()
+        stream = stream_evaluate(model, split, settings, streaming.window, items, retrain_every=streaming.retrain_every)
+        timings["stream_s"] = time.perf_counter() - t
+        log.info(
+            "streaming, %d windows of %d s (state: %s), over %d (user, window) pairs:\n%s",
+            stream["num_windows"],
+            stream["window"],
+            stream["state"],
+            stream["num_pairs"],
+            format_metrics_table(stream["metrics"], ks),
+        )
     timings["total_s"] = time.perf_counter() - started
 
     result = summary | {
         "objective": {"name": cfg.objective, "value": None if metrics is None else metrics[cfg.objective]},
         "metrics": metrics,
+        "stream": stream,  # null unless eval.stream.window is set
+        # each target slice's metrics beside the paper's all-target set; null where a run refused
+        **(slices if metrics is not None else dict.fromkeys(TARGET_SLICES)),
         **({"refused": refusal} if refusal is not None else {}),
         "timings": timings,
         "peak_memory_mb": runinfo.peak_rss_mb(),
@@ -464,7 +487,8 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
     if metrics is None:
         log.warning("%s refused: %s; outputs in %s", title, refusal, out)
     else:
-        log.info("%s; outputs in %s\n%s", title, out, format_metrics_table(metrics, ks))
+        tables = f"{format_metrics_table(metrics, ks)}\n\ntarget slices:\n{format_slices_table(slices, ks)}"
+        log.info("%s; outputs in %s\n%s", title, out, tables)
     return result
 
 

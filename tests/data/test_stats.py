@@ -11,7 +11,8 @@ import pytest
 from yambda_dl.data import schema as S
 from yambda_dl.data.io import DataFileError
 from yambda_dl.data.layout import DatasetLayout
-from yambda_dl.data.stats import SPEC_TARGETS, compute_stats, format_stats
+from yambda_dl.data.protocol import DAY, GAP
+from yambda_dl.data.stats import RECENT_DAYS, RECENT_TOP, SPEC_TARGETS, compute_stats, format_stats
 from yambda_dl.data.synthetic import generate
 
 LAST_DAY = 25_913_600
@@ -178,3 +179,29 @@ def test_share_of_test_targets_on_items_without_train_events(tmp_path: Path) -> 
         layout.embeddings_path,
     )
     assert compute_stats(layout)["test_targets.cold_with_vector"] == 1.0
+
+
+def test_organic_and_recommended_test_targets_and_what_is_popular_now(tmp_path: Path, hand: DatasetLayout) -> None:
+    """In the train window's last week (RECENT_DAYS), item 10 is played 5 times and items 1000..1100 twice each: the
+    top 100 are 10 and 1000..1098; item 20 (once that week) and 30 (10 times, but a month before) are not on it.
+    User 1's Listen+ test targets: organic 20, 30, 10, recommended 10, 1000; a 10% listen (1001) is no target, nor
+    user 2's play (no train event). So 2 of 5 targets are recommended, 1 of 3 organic and 2 of 2 recommended ones
+    are on a recent top-100 item."""
+    assert (RECENT_DAYS, RECENT_TOP) == (7, 100)  # the figures below are worked out for these
+    train_end = LAST_DAY - GAP
+    recent = train_end - 3 * DAY
+    rows = [(1, train_end - 30 * DAY + 5 * i, 30, 1, 100, 200) for i in range(10)]
+    rows += [(1, recent + 5 * i, 10, 0, 100, 200) for i in range(5)] + [(1, recent + 50, 20, 1, 100, 200)]
+    rows += [(1, recent + 100 + 10 * i + 5 * j, 1000 + i, 0, 100, 200) for i in range(101) for j in range(2)]
+    organic, recommended = [20, 30, 10], [10, 1000]
+    rows += [(1, LAST_DAY + 5 * i, item, 1, 100, 200) for i, item in enumerate(organic)]
+    rows += [(1, LAST_DAY + 50 + 5 * i, item, 0, 95, 200) for i, item in enumerate(recommended)]
+    rows += [(1, LAST_DAY + 100, 1001, 0, 10, 200), (2, LAST_DAY, 10, 0, 100, 200)]
+    layout = DatasetLayout(tmp_path / "popular", "hand")
+    _write(layout, "listens", sorted(rows))
+    stats = compute_stats(layout)
+    assert stats["test_targets.recommended_share"] == 2 / 5
+    assert stats["test_targets.recent_top100.organic"] == 1 / 3
+    assert stats["test_targets.recent_top100.recommended"] == 1.0
+    # no test targets at all (the hand dataset's test-day listener has no train event): no shares of nothing
+    assert not [name for name in compute_stats(hand) if name.startswith(("test_targets.rec", "test_targets.recent"))]

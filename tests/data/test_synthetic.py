@@ -492,6 +492,10 @@ STAT_RANGES = {
     "recommended_share.listens": (0.46, 0.52),
     "recommended_share.likes": (0.38, 0.46),
     "recommended_share.unlikes": (0.02, 0.08),
+    "recommended_share.dislikes": (0.43, 0.53),
+    "recommended_share.undislikes": (0.06, 0.14),
+    # Listen+ test targets: recommended listens are 49% of listens and Listen+ more often (68% vs 59%): ~52.5%
+    "test_targets.recommended_share": (0.48, 0.58),
     "equal_timestamp_share": (0.08, 0.16),
     "users_without_listens": (0.05, 0.12),
     "last_day_listen_plus_users": (0.38, 0.54),
@@ -512,13 +516,28 @@ def test_small_is_the_pinned_data_and_covers_both_days_by_itself(small: DatasetL
     assert content_fingerprint(small.root) == SMALL_SEED0
 
 
+@pytest.fixture(scope="module")
+def small_stats(small: DatasetLayout) -> dict:
+    return compute_stats(small)
+
+
 @pytest.mark.slow
-def test_small_reproduces_the_yambda_statistics(small: DatasetLayout) -> None:
-    stats = compute_stats(small)
+def test_small_reproduces_the_yambda_statistics(small: DatasetLayout, small_stats: dict) -> None:
+    stats = small_stats
     outside = {k: (stats[k], r) for k, r in STAT_RANGES.items() if not r[0] <= stats[k] <= r[1]}
     assert not outside
     assert stats["multi_event.users"] == PRESETS["small"].n_users
     assert 3_000_000 <= stats["listens.rows"] <= 5_000_000
+
+
+@pytest.mark.slow
+def test_small_recommended_targets_are_on_what_is_popular_now(small_stats: dict) -> None:
+    """Recommended runs open on the week's hits: their test targets sit on the train window's recent top items far more
+    often than organic ones (favourites, artist runs, the long tail), which a recency-aware popularity model sees.
+    (All-time popularity does not tell them apart: a user's favourites are often all-time hits.)"""
+    organic = small_stats["test_targets.recent_top100.organic"]
+    recommended = small_stats["test_targets.recent_top100.recommended"]
+    assert recommended > 2 * organic and recommended > organic + 0.15
 
 
 def _listen_plus(layout: DatasetLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from yambda_dl.eval import metrics
-from yambda_dl.eval.evaluator import evaluate, format_metrics_table
+from yambda_dl.eval.evaluator import evaluate, format_metrics_table, format_slices_table
 
 
 def _targets(user_idx: list[int], rows: list[list[int]]) -> SimpleNamespace:
@@ -66,6 +66,25 @@ def test_format_metrics_table():
         "| paper_ndcg | - | - |",
         "| paper_recall | - | - |",
         "| coverage | 0.5000 | - |",
+    ]
+
+
+def test_without_catalogue_metrics_the_ranking_metrics_are_the_same():
+    full = evaluate(RECS, TARGETS, num_items=8, ks=(1, 3))
+    ranking = evaluate(RECS, TARGETS, num_items=8, ks=(1, 3), catalogue=False)
+    assert ranking == {name: value for name, value in full.items() if not name.startswith("coverage@")}
+
+
+def test_format_slices_table():
+    slices = {
+        "organic": {"ndcg@10": 0.12345, "recall@10": 0.5, "num_evaluated_users": 3, "num_targets": 7},
+        "cold": None,
+    }
+    assert format_slices_table(slices, ks=(10, 100)).splitlines() == [
+        "| slice | users | targets | ndcg@10 | ndcg@100 | recall@10 | recall@100 |",
+        "|---|---|---|---|---|---|---|",
+        "| organic | 3 | 7 | 0.1235 | - | 0.5000 | - |",
+        "| cold | 0 | 0 | - | - | - | - |",
     ]
 
 

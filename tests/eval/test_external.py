@@ -24,8 +24,10 @@ from yambda_dl.eval.external import (
     main,
     recommendations_frame,
     run_eval,
+    score_recommendations,
     to_dense,
 )
+from yambda_dl.eval.slices import subset_targets
 from yambda_dl.report import collect, markdown_table
 from yambda_dl.utils.rundir import read_run
 
@@ -106,6 +108,15 @@ def test_run_eval_writes_a_run_folder_that_yambda_report_lists(popularity_layout
     }
     # the lists hold 3 items at most: @10 and @100 equal @3
     assert "| als_top3 | 0.4385 | 0.4385 | 0.5000 | 0.5000 | 0.6000 | 0.6000 |" in markdown_table(collect([out]))
+    # the target slices, by hand: every play is organic; user 6's target 99 is no train item (cold), users 1..5's
+    # are warm, with hits at rank 1 for users 1 and 3 and at rank 2 for user 2
+    written = run["metrics"]
+    assert written["recommended"] is None
+    assert_metrics({name: written["organic"][name] for name in HAND_METRICS}, HAND_METRICS)
+    assert (written["warm"]["num_evaluated_users"], written["warm"]["num_targets"]) == (5, 5)
+    assert written["warm"]["recall@1"] == pytest.approx(2 / 5) and written["warm"]["recall@3"] == pytest.approx(3 / 5)
+    assert written["cold"]["num_targets"] == 1 and written["cold"]["recall@100"] == 0
+    assert written["cold"]["coverage@3"] == HAND_METRICS["coverage@3"]  # the lists', whatever the targets
 
 
 def test_the_command(popularity_layout, tmp_path, capsys):
@@ -115,6 +126,8 @@ def test_the_command(popularity_layout, tmp_path, capsys):
     assert main([*argv, "--ks", "1", "3", "--model-name", "mine", "--cache-dir", str(tmp_path / "splits")]) == 0
     out = capsys.readouterr().out
     assert "mine on yambda (listen_plus, final)" in out and "| ndcg | 0.3333 | 0.4385 |" in out
+    assert "target slices:" in out and "| recommended | 0 | 0 | - |" in out
+    assert "| warm | 5 | 5 | 0.4000 | 0.5262 | 0.4000 | 0.6000 |" in out  # ndcg@3 = (2 + 1 / log2(3)) / 5
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["metrics"]["recall@3"] == 0.5
 
 
@@ -214,3 +227,28 @@ def test_yambda_eval_on_implicits_recommendations_equals_our_evaluator(tiny_data
     expected = evaluate(dense, split.targets, split.num_items, (10, 50, 100))
     assert got == expected  # bit for bit: the same lists through the same evaluator
     assert got["num_ranked_users"] == split.num_users and 0 < got["ndcg@100"] < 1
+
+
+def test_yambda_eval_slices_equal_our_evaluator_on_each_slices_targets(tiny_data, tmp_path):
+    """Organic and recommended targets both present (synthetic data): metrics.json's slices are the evaluator's
+    metrics on the split's targets cut by is_organic, for the same lists."""
+    split = make_split(DatasetLayout(tiny_data, "tiny"), Protocol(), cache_dir=tmp_path / "splits", progress=False)
+    rng = np.random.default_rng(0)
+    dense = torch.from_numpy(np.argsort(rng.random((split.num_users, split.num_items)), axis=1)[:, :20])
+    recs = tmp_path / "shuffled.parquet"
+    recommendations_frame(split, dense).write_parquet(recs)
+    ks = (5, 20)
+    written = run_eval(recs, tmp_path / "run", root=tiny_data, size="tiny", ks=ks, cache_dir=tmp_path / "splits")
+    assert read_run(tmp_path / "run")["metrics"]["organic"] == written["organic"]  # what metrics.json holds
+
+    organic = np.asarray(split.targets.is_organic, dtype=bool)
+    assert organic.any() and not organic.all()
+    for name, mask in (("organic", organic), ("recommended", ~organic)):
+        targets = subset_targets(split.targets, mask)
+        expected = evaluate(dense, targets, split.num_items, ks)
+        got = written[name]
+        assert got == expected | {"num_targets": int(mask.sum())}, name  # bit for bit: the same evaluator
+        assert 0 < got["recall@20"] < 1 and got["num_evaluated_users"] == len(targets.user_idx)
+    assert written["recommended"]["ndcg@20"] != written["organic"]["ndcg@20"]  # two different target sets
+    _, slices, _ = score_recommendations(recs, split, ks)
+    assert slices == {name: written[name] for name in ("organic", "recommended", "warm", "cold")}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning
 import numpy as np
@@ -25,12 +27,30 @@ from yambda_dl.models.bpr import (
 )
 
 from ..conftest import gpu_trainer
-from .test_ials import checkerboard_split, held_out_items
+from .test_ials import audio_board_split, check_audio_start, checkerboard_split, held_out_items, started_items
 
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory) -> Split:
     return checkerboard_split(tmp_path_factory.mktemp("board"))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads at `threads` (BPR's lanes follow them), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread for the test: BPR then runs without lanes, its compiled step in a single stream."""
+    with torch_threads(1):
+        yield
 
 
 def train_auc(model: BPR, split: Split) -> float:
@@ -124,14 +144,33 @@ def test_compile_auto_is_for_large_cpu_fits():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not compiler_present(), reason="torch.compile on the CPU needs a C++ compiler")
-def test_the_compiled_step_trains_as_the_eager_one(board):
+def test_the_compiled_step_trains_as_the_eager_one(board, one_thread):
     """compile=True (one inductor kernel per batch) gives the eager factors to float rounding, and repeats itself
-    bit for bit. ~10-30 s: the compilation."""
+    bit for bit on one thread. ~10-30 s: the compilation."""
     settings = {"factors": 4, "iterations": 5, "lr": 0.1, "batch_size": 20}  # 48 nonzeros: a padded last batch
     eager = BPR(compile=False, **settings).fit(board).item_vectors()
     compiled = BPR(compile=True, **settings).fit(board).item_vectors()
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     assert torch.equal(BPR(compile=True, **settings).fit(board).item_vectors(), compiled)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not compiler_present(), reason="torch.compile on the CPU needs a C++ compiler")
+def test_the_compiled_step_trains_hogwild_on_lanes(board):
+    """compile=True on 2 threads: the lanes take the epoch's batches (each drawn from (seed, epoch, batch)) and run
+    the GIL-free kernel on them in place on shared factors, Hogwild; the fit learns the checkerboard as one thread
+    does, from other draws. ~20-40 s: the compilation (inductor's C++ wrapper)."""
+    settings = {"factors": 4, "iterations": 30, "lr": 0.1, "batch_size": 8, "compile": True}  # 6 batches an epoch
+    with torch_threads(2):
+        model = BPR(**settings).fit(board)
+    with torch_threads(1):  # one stream of batches drawn from (seed, epoch): other triples, other factors
+        assert not torch.equal(BPR(**settings).fit(board).item_vectors(), model.item_vectors())
+    items, _ = recommend_all(model, board.num_users, 1, exclude=seen_items(board))
+    assert (items[:, 0].numpy() == held_out_items(board)).all()
+    assert train_auc(model, board) > 0.9
+    # a batch's draws depend on (seed, epoch, batch) only, not on the lane that takes it
+    first, again = (model.batch_generator(4, 2).initial_seed() for _ in range(2))
+    assert first == again != model.batch_generator(4, 3).initial_seed()
 
 
 def test_bias_column_meets_the_ones_column(board):
@@ -210,8 +249,23 @@ def test_auto_trains_eagerly_where_compiling_fails(board, monkeypatch, caplog):
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"lr": 0.0}, "lr > 0"),
         ({"compile": "yes"}, "compile must be one of true, false, auto"),
+        ({"init": "pretrained"}, r"BPR: model.init='pretrained'; valid choices: random, audio"),
+        ({"init": "audio", "reduce": "svd"}, r"model.reduce='svd'; valid choices: pca, random"),
     ],
 )
 def test_bad_configuration_is_refused_where_it_enters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BPR(**kwargs)
+
+
+def test_audio_init_starts_items_at_their_audio_projection_then_trains(tmp_path):
+    split = audio_board_split(tmp_path)
+    settings = {"factors": 4, "iterations": 30, "lr": 0.1, "batch_size": 48}
+    check_audio_start(lambda **init: BPR(**settings, **init), split, 4, rms=0.125 / 3**0.5)  # uniform [-h, h)'s
+    model = BPR(**settings, init="audio")
+    start = started_items(model, split, 30)
+    assert (start[:, -1] == 0).all()  # the bias column starts at 0 as with init=random
+    items, _ = recommend_all(model, split.num_users, 1, exclude=seen_items(split))
+    assert (items[:, 0].numpy() == held_out_items(split)).all()  # trained through the Trainer's 30 epochs
+    with pytest.raises(MemoryError, match=r"BPR's audio start .*128-d content table of 10 items and its 4-d"):
+        BPR(**settings, init="audio", memory_fraction=1e-12).fit(split)

@@ -8,17 +8,9 @@ import torch
 
 from yambda_dl.models.bpr import BPR, compiler_present
 
+from .test_bpr import one_thread  # noqa: F401 (a fixture)
 from .test_ials import checkerboard_split
 from .test_ials_resume import check_resume_repeats_the_run
-
-
-@pytest.fixture
-def one_thread():
-    """torch's CPU threads at 1 for the test (BPR then runs without lanes), restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(**overrides) -> BPR:
@@ -30,7 +22,7 @@ def test_a_resumed_fit_ends_where_an_uninterrupted_one_does(tmp_path):
     check_resume_repeats_the_run(build, checkerboard_split(tmp_path / "data"), tmp_path, epochs=6, stop=3)
 
 
-def test_the_same_with_one_thread(tmp_path, one_thread):
+def test_the_same_with_one_thread(tmp_path, one_thread):  # noqa: F811 (the fixture)
     check_resume_repeats_the_run(build, checkerboard_split(tmp_path / "data"), tmp_path, epochs=6, stop=3)
 
 
@@ -50,10 +42,11 @@ def test_lanes_change_nothing(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not compiler_present(), reason="torch.compile on the CPU needs a C++ compiler")
-def test_the_compiled_step_resumes_too(tmp_path):
-    """compile=True (inductor's single-threaded kernel, last batch padded): a resumed fit is the uninterrupted one,
-    bit for bit. Batches of 20 (two, and 8 padded to 20), as test_bpr's compiled test: inductor's cache then holds
-    the kernel after whichever runs first (~10-25 s to compile on 2 cores, a few seconds after)."""
+def test_the_compiled_step_resumes_too(tmp_path, one_thread):  # noqa: F811 (the fixture)
+    """compile=True on one thread (inductor's single-threaded kernel, last batch padded): a resumed fit is the
+    uninterrupted one, bit for bit (on lanes, Hogwild, it depends on the scheduling). Batches of 20 (two, and 8 padded
+    to 20), as test_bpr's compiled test: inductor's cache then holds the kernel after whichever runs first (~10-25 s
+    to compile on 2 cores, a few seconds after)."""
     check_resume_repeats_the_run(
         lambda **overrides: build(compile=True, batch_size=20, **overrides),
         checkerboard_split(tmp_path / "data"),

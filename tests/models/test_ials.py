@@ -17,7 +17,7 @@ from yambda_dl.models.factors import seeded_uniform
 from yambda_dl.models.ials import IALS
 from yambda_dl.sparse import length_order, length_sorted_batches
 
-from ..conftest import TEST_START, gpu_trainer, listen, write_flat
+from ..conftest import TEST_START, audio_vectors, gpu_trainer, listen, quiet_trainer, write_audio, write_flat
 
 
 def checkerboard_split(root) -> Split:
@@ -33,6 +33,43 @@ def checkerboard_split(root) -> Split:
         rows.append(listen(uid, TEST_START + 10, held_out))
     write_flat(layout, "listens", rows)
     return make_split(layout, Protocol(), cache_dir=root / "cache", progress=False)
+
+
+def audio_board_split(root) -> Split:
+    """The checkerboard with an embeddings file: every item but 109 has a vector (conftest's audio_vectors)."""
+    write_audio(DatasetLayout(root, "board").embeddings_path, range(100, 109))
+    return checkerboard_split(root)
+
+
+class StartCapture(lightning.Callback):
+    """The item factors as training starts: the model's init, before its first sweep or epoch."""
+
+    def on_train_start(self, trainer: lightning.Trainer, module: lightning.LightningModule) -> None:
+        self.items = module.item_factors.detach().clone()
+
+
+def started_items(model: lightning.LightningModule, split: Split, epochs: int) -> torch.Tensor:
+    """Fit `model` through a real Trainer of `epochs`; the item factors it started from."""
+    capture = StartCapture()
+    model.fit(split, trainer=quiet_trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[capture]))
+    return capture.items
+
+
+def check_audio_start(build, split: Split, factors: int, rms: float) -> None:
+    """init=audio starts the items that have a vector at the PCA of their audio (numpy's SVD here, up to each
+    direction's sign) scaled to root-mean-square `rms`, and the one without (109) where init=random starts it."""
+    raw = np.asarray(split.items)
+    present = raw != 109
+    audio = started_items(build(init="audio"), split, 1)[:, :factors]
+    random = started_items(build(), split, 1)[:, :factors]
+    centred = audio_vectors(raw[present]).astype(np.float64)
+    centred -= centred.mean(0)
+    projected = centred @ np.linalg.svd(centred, full_matrices=False)[2][:factors].T
+    expected = torch.from_numpy(projected * rms / np.sqrt((projected**2).mean())).float()
+    signs = torch.sign((audio[present] * expected).sum(0))
+    torch.testing.assert_close(audio[present], expected * signs, rtol=1e-4, atol=1e-5)
+    assert torch.equal(audio[~present], random[~present])
+    assert not torch.allclose(audio[present], random[present])
 
 
 def held_out_items(split: Split) -> np.ndarray:
@@ -190,11 +227,32 @@ def test_the_same_sweeps_on_cuda(counts_split):
         ({"values": "tfidf"}, "valid choices: binary, count"),
         ({"factors": 0}, "factors must be >= 1"),
         ({"alpha": -1.0}, "alpha >= 0"),
+        ({"init": "pretrained"}, r"iALS: model.init='pretrained'; valid choices: random, audio"),
+        ({"init": "audio", "reduce": "svd"}, r"model.reduce='svd'; valid choices: pca, random"),
+        ({"init": "audio", "column": "audio"}, r"model.column='audio'; valid choices: embed, normalized_embed"),
+        ({"init": "audio", "init_std": 0.0}, r"model.init_std=0.0 must be > 0"),
     ],
 )
 def test_bad_configuration_is_refused_where_it_enters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         IALS(**kwargs)
+
+
+def test_audio_init_starts_items_at_their_audio_projection_then_trains(tmp_path):
+    split = audio_board_split(tmp_path)
+    settings = {"factors": 4, "iterations": 10, "regularization": 0.1, "alpha": 5.0}
+    check_audio_start(lambda **init: IALS(**settings, **init), split, 4, rms=0.01 / 3**0.5)  # uniform [0, 0.01)'s
+    model = IALS(**settings, init="audio", init_std=0.3)
+    start = started_items(model, split, 10)
+    assert abs(float(start[np.asarray(split.items) != 109].pow(2).mean().sqrt()) - 0.3) < 1e-5  # init_std
+    items, _ = recommend_all(model, split.num_users, 1, exclude=seen_items(split))
+    assert (items[:, 0].numpy() == held_out_items(split)).all()  # trained through the Trainer's 10 sweeps
+
+
+def test_audio_init_names_the_content_table_when_it_does_not_fit(tmp_path):
+    split = audio_board_split(tmp_path)
+    with pytest.raises(MemoryError, match=r"iALS's audio start .*128-d content table of 10 items and its 4-d"):
+        IALS(factors=4, iterations=1, init="audio", memory_fraction=1e-12).fit(split)
 
 
 def test_length_sorted_batches_cover_every_row_once_within_their_bounds():

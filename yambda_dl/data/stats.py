@@ -22,6 +22,10 @@ from yambda_dl.data.layout import DatasetLayout
 
 TEST_START = P.TEST_START  # re-exported: older code reads the names from here
 LISTEN_PLUS = P.LISTEN_PLUS_MIN_RATIO
+# "popular now" at the end of the final train window: its last RECENT_DAYS days' RECENT_TOP most played Listen+ items,
+# what a recency-weighted popularity model ranks first; the test targets on them tell organic from recommended plays
+RECENT_DAYS = 7
+RECENT_TOP = 100
 
 # The real Yambda's figures (docs/data.md; 50M where the value depends on the size)
 SPEC_TARGETS: dict[str, float] = {
@@ -190,6 +194,8 @@ class _ListenTally:
     # the final split's Listen+ train items and the test-day Listen+ targets of users with a train event (one day)
     train_items: IdCounts = field(default_factory=lambda: IdCounts(presence=True))
     targets: list[np.ndarray] = field(default_factory=list)
+    targets_organic: list[np.ndarray] = field(default_factory=list)  # one bool per target (one day of events)
+    recent: IdCounts = field(default_factory=IdCounts)  # Listen+ plays per item in the train window's last days
 
     def add(self, table: pa.Table) -> None:
         """Tally a batch of whole users sorted by (uid, timestamp) (io.sort_by_user_time)."""
@@ -214,15 +220,34 @@ class _ListenTally:
         item = table.column("item_id").to_numpy()
         train = plus & (ts < TEST_START - P.GAP)  # the final split's train window (docs/protocol.md)
         self.train_items.add(item[train])
+        self.recent.add(item[train & (ts >= TEST_START - P.GAP - RECENT_DAYS * P.DAY)])
         if len(uid):
             ranked = np.repeat(np.add.reduceat(train.astype(np.int64), starts[:-1]) > 0, np.diff(starts))
             self.targets.append(item[in_last_day & ranked])
+            self.targets_organic.append(organic[in_last_day & ranked] == 1)
 
     def cold_targets(self) -> np.ndarray:
         """Raw item ids of the final test day's Listen+ targets (of users with a train event) whose item has no
         Listen+ train event: the targets that only a content model can rank."""
         targets = np.concatenate(self.targets) if self.targets else np.zeros(0, np.int64)
         return targets[~np.isin(targets, self.train_items.ids())]
+
+    def _organic_targets(self) -> dict:
+        """The recommendation-driven share of the final test day's Listen+ targets, and the share of organic and of
+        recommended targets on an item that is popular now (RECENT_TOP of the train window's last RECENT_DAYS):
+        how far the recommender's plays follow the charts, which a popularity model can see."""
+        item = np.concatenate(self.targets) if self.targets else np.zeros(0, np.int64)
+        if not len(item):
+            return {}
+        organic = np.concatenate(self.targets_organic)
+        ids, counts = self.recent.nonzero()
+        top = ids[np.argsort(-counts, kind="stable")[:RECENT_TOP]]
+        on_top = np.isin(item, top)
+        out = {"test_targets.recommended_share": float((~organic).mean())}
+        for name, kind in (("organic", organic), ("recommended", ~organic)):
+            if kind.any():
+                out[f"test_targets.recent_top{RECENT_TOP}.{name}"] = float(on_top[kind].mean())
+        return out
 
     def result(self, tally: _FileTally) -> dict:
         total = max(int(self.ratio_hist.sum()), 1)
@@ -246,6 +271,7 @@ class _ListenTally:
             "last_day_listen_plus_per_user": float(last[last > 0].mean()) if (last > 0).any() else 0.0,
             "top_item_user_reach": float(reach.max() / users) if len(reach) else 0.0,
             "test_targets.cold_item_share": len(self.cold_targets()) / max(sum(len(t) for t in self.targets), 1),
+            **self._organic_targets(),
         }
         return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
 

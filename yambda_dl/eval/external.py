@@ -15,6 +15,9 @@ How a table is read (docs/protocol.md):
   up and score the list better than it was submitted;
 - a ranked user without a row gets an empty list (every rank a miss), with a warning giving the count: the protocol
   evaluates every evaluated user, so leaving users out never raises a score.
+
+metrics.json holds, beside the all-target "metrics", the target slices a run reports ("organic", "recommended",
+"warm", "cold": eval/slices.py), scored on the same lists.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from yambda_dl.eval.evaluator import DEFAULT_KS, evaluate, format_metrics_table
+from yambda_dl.eval.evaluator import DEFAULT_KS, evaluate, format_metrics_table, format_slices_table
+from yambda_dl.eval.settings import EvalSettings
+from yambda_dl.eval.slices import TARGET_SLICES
 
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
@@ -263,6 +268,20 @@ def evaluate_recommendations(
     recs: pl.DataFrame | Path | str, split: Split, ks: Sequence[int] = DEFAULT_KS, source: str | None = None
 ) -> tuple[dict[str, float], ListReport]:
     """The metrics a run would report for these raw-id recommendations (evaluator.evaluate on the dense lists)."""
+    metrics, _, report = score_recommendations(recs, split, ks, source, slices=False)
+    return metrics, report
+
+
+def score_recommendations(
+    recs: pl.DataFrame | Path | str,
+    split: Split,
+    ks: Sequence[int] = DEFAULT_KS,
+    source: str | None = None,
+    *,
+    slices: bool = True,
+) -> tuple[dict[str, float], dict[str, dict[str, float] | None], ListReport]:
+    """(metrics, {slice: metrics or None}, ListReport): evaluate_recommendations plus the target slices a run
+    reports (EvalSettings.score_slices on the same dense lists; {} with slices=False)."""
     if not isinstance(recs, pl.DataFrame):
         source = source or str(recs)
         recs = read_recommendations(recs)
@@ -270,7 +289,10 @@ def evaluate_recommendations(
     if not ks or ks[0] < 1:
         raise ValueError(f"ks={ks}: cutoffs must be positive integers, e.g. 10 50 100")
     dense, report = to_dense(recs, split, ks[-1], source or "recommendations")
-    return evaluate(dense, split.targets, split.num_items, ks), report
+    metrics = evaluate(dense, split.targets, split.num_items, ks)
+    # coverage does not depend on the targets: every slice repeats the all-target figure
+    by_slice = EvalSettings(ks=tuple(ks)).score_slices(dense, split, catalogue=metrics) if slices else {}
+    return metrics, by_slice, report
 
 
 def default_data_name(root: Path | str, size: str) -> str:
@@ -318,7 +340,7 @@ def run_eval(
         split = make_split(layout, protocol, fmt=fmt, cache_dir=Path(cache_dir) if cache_dir else None)
         timings["split_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        metrics, report = evaluate_recommendations(recs, split, ks, source=str(recommendations))
+        metrics, slices, report = score_recommendations(recs, split, ks, source=str(recommendations))
         timings["evaluate_s"] = time.perf_counter() - t
         folder.write_config(
             {
@@ -352,6 +374,7 @@ def run_eval(
             "mode": mode,
             "filter_seen": None,  # unknown: the lists were made elsewhere
             "metrics": metrics,
+            **slices,  # organic, recommended, warm, cold: as a run's metrics.json
             "recommendations": asdict(report),
             "timings": timings,
             "peak_memory_mb": runinfo.peak_rss_mb(),
@@ -408,7 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"yambda-eval: error: {error}", file=sys.stderr)
         return 2
     print(f"\n{result['model']} on {result['data']} ({args.setup}, {args.mode}); outputs in {args.out}")
-    print(format_metrics_table(result["metrics"], sorted(set(args.ks))))
+    ks = sorted(set(args.ks))
+    print(format_metrics_table(result["metrics"], ks))
+    slices = {name: value for name, value in result.items() if name in TARGET_SLICES}
+    print(f"\ntarget slices:\n{format_slices_table(slices, ks)}")
     return 0
 
 

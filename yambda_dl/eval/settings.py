@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from yambda_dl.eval.evaluator import evaluate
+from yambda_dl.eval.metrics import CATALOGUE_METRICS, catalogue_metrics
 from yambda_dl.eval.recommend import recommend_all, seen_items
+from yambda_dl.eval.slices import TARGET_SLICES, slice_mask, subset_targets
 
 if TYPE_CHECKING:
     from yambda_dl.data.csr import CSR
@@ -76,4 +78,32 @@ class EvalSettings:
 
     def score(self, items: torch.Tensor, split: Split) -> dict[str, float]:
         """The evaluator's metrics of ranked items against the split's targets (the validation or test day)."""
-        return evaluate(items, split.targets, split.num_items, self.ks)
+        return evaluate(items, split.targets, _num_candidates(split), self.ks)
+
+    def score_slices(
+        self, items: torch.Tensor, split: Split, catalogue: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, float] | None]:
+        """{slice: metrics} for every registered target slice (eval/slices.py), None where a slice has no target.
+
+        Each dict holds score()'s metric names plus num_targets; the catalogue metrics (coverage) do not depend on
+        the targets, so they are computed once (or taken from `catalogue`, score()'s result) and repeated in every
+        slice. Memory: one bool per target per slice, the slice's targets, and the evaluated users' rows of items.
+        """
+        if catalogue is None:
+            catalogue = catalogue_metrics(torch.as_tensor(items), _num_candidates(split), self.ks)
+        shared = {f"{name}@{k}": catalogue[f"{name}@{k}"] for name in CATALOGUE_METRICS for k in self.ks}
+        out: dict[str, dict[str, float] | None] = {}
+        for name in TARGET_SLICES:
+            targets = subset_targets(split.targets, slice_mask(name, split.targets, split))
+            if len(targets.user_idx) == 0:
+                out[name] = None
+                continue
+            metrics = evaluate(items, targets, _num_candidates(split), self.ks, catalogue=False)
+            counts = {key: metrics.pop(key) for key in ("num_evaluated_users", "num_ranked_users")}
+            out[name] = metrics | shared | counts | {"num_targets": len(targets.item_idx)}  # score()'s key order
+        return out
+
+
+def _num_candidates(split: Split) -> int:
+    """The items a ranking may hold: train items, plus the cold items with protocol.candidates=train_and_cold."""
+    return int(getattr(split, "num_candidates", split.num_items))

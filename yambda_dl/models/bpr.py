@@ -12,6 +12,11 @@ On the CPU the eager operations each stream the batch's (n, d) arrays through me
 `compile` (auto: on a CPU with a C++ compiler, for fits large enough to repay it), sgd_step runs through
 torch.compile, whose inductor fuses it into a few single-threaded loops over the batch (~2x faster per epoch on
 synthetic small); the eager path is the same function, and is what runs on CUDA and in the tests' small fits.
+Compiled on a CPU with several threads, the step runs Hogwild, as implicit's threads do: each lane (models/factors.py
+Lanes) takes the epoch's next batch, draws it from (seed, epoch, batch) and runs the compiled kernel on it, which
+holds no GIL (inductor's C++ wrapper), while the other lanes run theirs on the same factors, without locks: a row two
+lanes update at once may lose one of the steps, so the factors then depend on the thread count and on the
+scheduling, as implicit's do (one thread keeps its single-stream run, bit for bit).
 Without compile, on a CPU with several threads, each batch is cut into one slice per lane (models/factors.py Lanes):
 the lanes compute their slices' steps from the same factors with single-threaded operations, then apply them in
 slice order, so the result does not depend on the thread count and no thread barrier is paid per operation (on a
@@ -23,6 +28,8 @@ one dot product and one index-add per side carry both the factors and the bias.
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import logging
 import os
 import shutil
@@ -41,6 +48,8 @@ from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.factors import (
     FactorVectors,
     Lanes,
+    audio_start,
+    check_init,
     cpu_lanes,
     frozen_parameter,
     seeded_uniform,
@@ -251,11 +260,19 @@ def compiler_present() -> bool:
     return any(shutil.which(name) for name in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if name)
 
 
-def compiled_sgd_step() -> Callable[..., torch.Tensor]:
+def compiled_sgd_step(release_gil: bool = False) -> Callable[..., torch.Tensor]:
     """sgd_step through torch.compile (inductor), its CPU loops single-threaded: no atomic adds racing between
     threads, so a run repeats itself bit for bit (and a resumed run the uninterrupted one). Compiled on first call,
-    once per batch shape and settings; inductor caches the result on disk for later processes."""
-    return torch.compile(sgd_step, dynamic=False, fullgraph=True, options={"cpp.threads": 1})
+    once per batch shape and settings; inductor caches the result on disk for later processes.
+
+    release_gil: through inductor's C++ wrapper (cpp_wrapper), which runs the whole step without Python's GIL, so
+    that lanes run it side by side (the default Python wrapper calls the kernel holding the GIL: two lanes then took
+    3x one lane's time, measured); its first compilation takes a little longer (43 s against 36 s with an empty
+    inductor cache, on a loaded 2-core machine)."""
+    options: dict[str, object] = {"cpp.threads": 1}
+    if release_gil:
+        options["cpp_wrapper"] = True
+    return torch.compile(sgd_step, dynamic=False, fullgraph=True, options=options)
 
 
 @contextmanager
@@ -298,7 +315,9 @@ class BPR(FactorVectors, lightning.LightningModule):
     [-init_scale / 2, init_scale / 2) / factors (implicit's start at 1.0), biases at 0. memory_fraction: the share
     of the device's free memory the sampler may take. compile: true, false or auto, whether the step runs through
     torch.compile (auto: on a CPU with a C++ compiler when nnz x iterations >= COMPILE_MIN_TRIPLES).
-    ckpt_path resumes fitting from a Lightning checkpoint.
+    init: random (the uniform start above) or audio: the items with an audio vector start from its projection
+    (reduce: pca | random, of the view's `column`), scaled to init_std (null: the random start's root-mean-square);
+    models/factors.py audio_start. ckpt_path resumes fitting from a Lightning checkpoint.
     """
 
     def __init__(
@@ -312,6 +331,10 @@ class BPR(FactorVectors, lightning.LightningModule):
         verify_negatives: bool = True,
         item_bias: bool = True,
         init_scale: float = 1.0,
+        init: str = "random",
+        reduce: str = "pca",
+        column: str = "normalized_embed",
+        init_std: float | None = None,
         compile: bool | str = "auto",
         seed: int = 0,
         memory_fraction: float = DEFAULT_FRACTION,
@@ -323,6 +346,7 @@ class BPR(FactorVectors, lightning.LightningModule):
         for name, value in (("factors", factors), ("iterations", iterations), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"BPR {name} must be >= 1, got {value}")
+        check_init("BPR", init, reduce, column, init_std)
         if compile not in COMPILE_CHOICES:
             raise ValueError(f"BPR compile must be one of true, false, auto; got {compile!r}")
         if lr <= 0 or regularization < 0 or init_scale <= 0:
@@ -341,6 +365,7 @@ class BPR(FactorVectors, lightning.LightningModule):
             seed,
         )
         self.ckpt_path, self.memory_fraction, self.compile_step = ckpt_path, memory_fraction, compile
+        self.init, self.reduce, self.column, self.init_std = init, reduce, column, init_std
         self.automatic_optimization = False  # implicit's SGD rule, applied in place: no autograd graph
         # (users, factors [+ 1]) and (items, factors [+ 1]): with item_bias, a column of ones and the biases
         self.user_factors: torch.nn.Parameter | None = None
@@ -372,6 +397,9 @@ class BPR(FactorVectors, lightning.LightningModule):
         half = 0.5 * self.init_scale / self.factors
         users = seeded_uniform((num_users, self.factors), -half, half, self.seed)
         items = seeded_uniform((num_items, self.factors), -half, half, self.seed + 1)
+        if self.init == "audio" and self.ckpt_path is None:  # a resumed fit's factors come from the checkpoint
+            rms = self.init_std if self.init_std is not None else half / 3**0.5  # uniform [-h, h)'s
+            items = audio_start(items, split, "BPR", self.reduce, self.column, rms, self.seed, self.memory_fraction)
         if self.item_bias:
             users = torch.cat([users, torch.ones(num_users, 1)], dim=1)
             items = torch.cat([items, torch.zeros(num_items, 1)], dim=1)
@@ -385,27 +413,36 @@ class BPR(FactorVectors, lightning.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
-        """The sampler on the device (16 bytes per nonzero; up to ~38 more for what verifies negatives); the
-        compiled step or, on a CPU with several threads, the lanes."""
+        """The sampler on the device (16 bytes per nonzero; up to ~38 more for what verifies negatives); on a CPU with
+        several threads, the lanes; the compiled step where it compiles."""
         self._sampler = TripleSampler.build(
             self._matrix, self.device, self.negatives, self.verify_negatives, self.memory_fraction
         )
+        self._lanes = cpu_lanes(self.device)
         if self.compiles(self.device, self._matrix.nnz):
             self._step = self._compiled_step()
-        if self._step is None:
-            self._lanes = cpu_lanes(self.device)
 
     def _compiled_step(self) -> Callable[..., torch.Tensor] | None:
-        """compiled_sgd_step, compiled here (before the first epoch) on a batch of skipped triples, a zero step.
-        Where compiling fails (no working compiler, an unsupported platform), compile=true raises and auto returns
-        None, with a warning: the eager step trains instead."""
-        step = compiled_sgd_step()
+        """compiled_sgd_step, compiled here (before the first epoch) on a batch of skipped triples, a zero step; with
+        lanes, the GIL-free variant, compiled on a lane in this thread's context (dynamo's guards check the calling
+        thread's grad mode: the lanes then run what was compiled). Where compiling fails (no working compiler, an
+        unsupported platform), compile=true raises and auto returns None, with a warning: the eager step trains
+        instead."""
+        step = compiled_sgd_step(release_gil=self._lanes is not None)
         size = min(self.batch_size, self._sampler.nnz)
         index = torch.zeros(2 * size, dtype=torch.int64, device=self.device)
         skipped = Triples(index[:size], index, torch.zeros(size, device=self.device))
-        try:
+
+        def compile_step() -> None:
             with torch.no_grad(), single_thread(self.device):
                 step((self.user_factors, self.item_factors), skipped, self.step_settings)
+
+        try:
+            if self._lanes is None:
+                compile_step()
+            else:  # in this thread's context: inductor's config overrides (config.patch) are context variables
+                context = contextvars.copy_context()
+                self._lanes.run([lambda: context.run(compile_step)])
         except Exception as error:  # whatever inductor or the compiler raised: auto falls back to the eager step
             if self.compile_step is True:
                 raise
@@ -427,14 +464,32 @@ class BPR(FactorVectors, lightning.LightningModule):
         state = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
         return torch.Generator(device=self.device).manual_seed(state)
 
+    def batch_generator(self, epoch: int, batch: int) -> torch.Generator:
+        """The generator of one batch's draws in a Hogwild epoch, from (seed, epoch, batch) alone: whichever lane
+        takes the batch draws the same triples."""
+        state = int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1, np.uint64)[0] >> 1)
+        return torch.Generator(device=self.device).manual_seed(state)
+
     def training_step(self, step: int, batch_idx: int) -> None:
         """One epoch: nnz triples in batches of batch_size (the last one smaller), one SGD update per batch."""
-        sampler, generator = self._sampler, self.epoch_generator(self.current_epoch)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            if self._step is not None and self._lanes is not None:
+                loss_sum, kept_sum = self._hogwild_epoch(self.current_epoch)
+            else:
+                loss_sum, kept_sum = self._epoch(self.current_epoch)
+        # the mean BPR loss of the epoch's kept triples, each before its batch's step
+        loss = loss_sum / kept_sum.clamp_min(1.0)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+        self.optimizers().step()  # moves Lightning's global step (checkpoints key on it); changes no factor
+
+    def _epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch in a single stream of batches (the summed loss and kept count): the compiled kernel, or the eager
+        step (on a CPU with several threads, each batch's slices computed on the lanes, then applied)."""
+        sampler, generator = self._sampler, self.epoch_generator(epoch)
         loss_sum = torch.zeros((), device=self.device)
         kept_sum = torch.zeros((), device=self.device)
         factors, settings = (self.user_factors, self.item_factors), self.step_settings
-        compiled = single_thread(self.device) if self._step is not None else nullcontext()
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False), compiled:
+        with single_thread(self.device) if self._step is not None else nullcontext():
             for start in range(0, sampler.nnz, self.batch_size):
                 drawn = sampler.draw(min(self.batch_size, sampler.nnz - start), generator)
                 if self._step is not None:  # one compiled kernel; the last batch padded to the compiled shape
@@ -450,14 +505,37 @@ class BPR(FactorVectors, lightning.LightningModule):
                 self._apply_steps(steps)
                 loss_sum += sum(step.loss for step in steps)
                 kept_sum += sum(step.kept for step in steps)
-        # the mean BPR loss of the epoch's kept triples, each before its batch's step
-        loss = loss_sum / kept_sum.clamp_min(1.0)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
-        self.optimizers().step()  # moves Lightning's global step (checkpoints key on it); changes no factor
+        return loss_sum, kept_sum
 
     @property
     def step_settings(self) -> StepSettings:
         return StepSettings(self.lr, self.regularization, self.item_bias)
+
+    def _hogwild_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch of the compiled step on every lane at once (the summed loss and kept count): each lane takes
+        the next batch number from a shared counter (next() on itertools.count is atomic under the GIL), draws it
+        and runs the GIL-free kernel on it, in place on the shared factors without locks, as implicit's threads do.
+        A lane that is descheduled delays its own batch only; the lanes meet once an epoch."""
+        sampler, step, settings = self._sampler, self._step, self.step_settings
+        size = min(self.batch_size, sampler.nnz)
+        batches, counter = -(-sampler.nnz // size), itertools.count()
+        factors = (self.user_factors, self.item_factors)
+
+        def lane() -> tuple[torch.Tensor, torch.Tensor]:
+            loss, kept = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+            # grad mode and autocast are per thread: the lane's own, as when the kernel was compiled there
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+                while (batch := next(counter)) < batches:
+                    drawn = sampler.draw(min(size, sampler.nnz - batch * size), self.batch_generator(epoch, batch))
+                    triples = pad_triples(sampler.resolve(*drawn), size)  # the compiled shape
+                    loss += step(factors, triples, settings)
+                    kept += triples.kept.sum()
+            return loss, kept
+
+        # each lane in a copy of this thread's context, as the kernel was compiled (inductor's config overrides)
+        contexts = [contextvars.copy_context() for _ in range(self._lanes.lanes)]
+        sums = self._lanes.map(lambda k: contexts[k].run(lane), range(self._lanes.lanes))
+        return sum(loss for loss, _ in sums), sum(kept for _, kept in sums)
 
     def _batch_steps(self, triples: Triples) -> _Steps:
         """batch_steps from the current factors, as a slice's _Steps (not applied)."""
@@ -484,3 +562,6 @@ class BPR(FactorVectors, lightning.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return step_counter(self)  # counts the steps for Lightning; the updates are written out in training_step
+
+    # eval.stream.retrain_every may refit it during the day (eval/stream.py); between refits its users stay frozen
+    cheap_refit = True

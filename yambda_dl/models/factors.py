@@ -17,11 +17,16 @@ import lightning
 import torch
 from torch.utils.data import DataLoader
 
+from yambda_dl.data.embeddings import EMBEDDING_COLUMNS
+from yambda_dl.data.schema import EMBEDDING_DIM
+from yambda_dl.models.audio import REDUCTIONS, load_audio, reduce_audio
 from yambda_dl.models.base import NotFittedError, VectorRecommender
 from yambda_dl.retrieval import topk
+from yambda_dl.utils.memory import DEFAULT_FRACTION, check_fits
 
 if TYPE_CHECKING:
     from yambda_dl.data.csr import CSR
+    from yambda_dl.data.split import Split
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -96,6 +101,59 @@ def seeded_uniform(shape: tuple[int, int], low: float, high: float, seed: int) -
     """Uniform [low, high) float32 values drawn on the CPU from `seed`: the same start on every device."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(shape, generator=generator) * (high - low) + low
+
+
+# model.init: how the item factors start. random: the model's seeded draw; audio: the items that have an audio vector
+# start from its projection to the factor count (models/audio.py), the others from the random draw
+INITS = ("random", "audio")
+
+
+def check_init(model: str, init: str, reduce: str, column: str, init_std: float | None) -> None:
+    """The warm-start keys (init, reduce, column, init_std, as the sequential audio_init names them), checked where
+    the model is configured: a one-line error naming the key, the value and the choices."""
+    for key, value, choices in (
+        ("init", init, INITS),
+        ("reduce", reduce, REDUCTIONS),
+        ("column", column, EMBEDDING_COLUMNS),
+    ):
+        if value not in choices:
+            raise ValueError(f"{model}: model.{key}={value!r}; valid choices: {', '.join(choices)}")
+    if init_std is not None and not init_std > 0:
+        raise ValueError(f"{model}: model.init_std={init_std!r} must be > 0 (or null: the random start's scale)")
+
+
+def audio_start(
+    items: torch.Tensor,
+    split: Split,
+    model: str,
+    reduce: str,
+    column: str,
+    rms: float,
+    seed: int,
+    memory_fraction: float = DEFAULT_FRACTION,
+) -> torch.Tensor:
+    """`items` (num_items, d), on the CPU, with the rows of the items that have an audio vector in the split's view
+    replaced by the vector's projection to d (PCA or a random projection seeded by `seed`, fitted on the train items
+    that have one), scaled so that its entries have root-mean-square `rms`; the other rows keep their values.
+
+    Memory (host): the 128-d content table and the (num_items, d) projection, checked before either is read."""
+    num_items, width = items.shape
+    check_fits(
+        4 * num_items * (EMBEDDING_DIM + 3 * width),
+        f"{model}'s audio start (model.init=audio)",
+        "cpu",
+        memory_fraction,
+        detail=f" (the {EMBEDDING_DIM}-d content table of {num_items:,} items and its {width}-d projection)",
+        estimate=True,
+    )
+    vectors, present = load_audio(split, column, num_items, model, owner=f"{model} model.init=audio")
+    generator = torch.Generator().manual_seed(seed)
+    reduced = reduce_audio(
+        vectors, present, width, reduce, rms, generator=generator, key="model.reduce", width="factors"
+    )
+    out = items.clone()
+    out[present] = reduced[present]
+    return out
 
 
 def step_counter(module: torch.nn.Module) -> torch.optim.Optimizer:

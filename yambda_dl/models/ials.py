@@ -25,10 +25,12 @@ import torch
 
 from yambda_dl.data import views
 from yambda_dl.data.csr import CSR
-from yambda_dl.models.base import NotFittedError
+from yambda_dl.models.base import NotFittedError, StateVectors, UserEvents
 from yambda_dl.models.factors import (
     FactorVectors,
     Lanes,
+    audio_start,
+    check_init,
     cpu_lanes,
     frozen_parameter,
     seeded_uniform,
@@ -106,7 +108,9 @@ class IALS(FactorVectors, lightning.LightningModule):
     nonzeros' factors at once (at most 2 * batch_nonzeros * factors floats, padding included) and solves at most
     min(batch_rows, batch_nonzeros // factors) rows together (as many floats again for their systems).
     memory_fraction: the share of the device's free memory the matrix may take there. ckpt_path resumes fitting
-    from a Lightning checkpoint (the factors are the module's state).
+    from a Lightning checkpoint (the factors are the module's state). init: random (uniform [0, init_scale)) or
+    audio: the items with an audio vector start from its projection (reduce: pca | random, of the view's `column`),
+    scaled to init_std (null: the random start's root-mean-square); models/factors.py audio_start.
     """
 
     def __init__(
@@ -119,6 +123,10 @@ class IALS(FactorVectors, lightning.LightningModule):
         cg_steps: int = 3,
         values: str = "binary",
         init_scale: float = 0.01,
+        init: str = "random",
+        reduce: str = "pca",
+        column: str = "normalized_embed",
+        init_std: float | None = None,
         seed: int = 0,
         batch_rows: int = 262_144,
         batch_nonzeros: int = 262_144,
@@ -129,6 +137,7 @@ class IALS(FactorVectors, lightning.LightningModule):
         super().__init__()
         if solver not in SOLVERS:
             raise ValueError(f"unknown iALS solver {solver!r}; valid choices: {', '.join(SOLVERS)}")
+        check_init("iALS", init, reduce, column, init_std)
         if values not in views.MATRIX_VALUES:
             raise ValueError(f"unknown matrix values {values!r}; valid choices: {', '.join(views.MATRIX_VALUES)}")
         for name, value in (("factors", factors), ("iterations", iterations), ("cg_steps", cg_steps)):
@@ -146,6 +155,7 @@ class IALS(FactorVectors, lightning.LightningModule):
         self.solver, self.cg_steps, self.values, self.init_scale, self.seed = solver, cg_steps, values, init_scale, seed
         self.batch_rows, self.batch_nonzeros, self.log_objective = batch_rows, batch_nonzeros, log_objective
         self.ckpt_path, self.memory_fraction = ckpt_path, memory_fraction
+        self.init, self.reduce, self.column, self.init_std = init, reduce, column, init_std
         self.automatic_optimization = False  # a sweep is a closed-form update, not a gradient step
         self.user_factors: torch.nn.Parameter | None = None
         self.item_factors: torch.nn.Parameter | None = None
@@ -169,7 +179,11 @@ class IALS(FactorVectors, lightning.LightningModule):
         num_users, num_items = self._confidence.shape
         low, high = 0.0, self.init_scale  # implicit's start: uniform [0, init_scale), users and items from two seeds
         self.user_factors = frozen_parameter(seeded_uniform((num_users, self.factors), low, high, self.seed))
-        self.item_factors = frozen_parameter(seeded_uniform((num_items, self.factors), low, high, self.seed + 1))
+        items = seeded_uniform((num_items, self.factors), low, high, self.seed + 1)
+        if self.init == "audio" and self.ckpt_path is None:  # a resumed fit's factors come from the checkpoint
+            rms = self.init_std if self.init_std is not None else self.init_scale / 3**0.5  # uniform [0, s)'s
+            items = audio_start(items, split, "iALS", self.reduce, self.column, rms, self.seed, self.memory_fraction)
+        self.item_factors = frozen_parameter(items)
         self.objectives = []
         try:
             trainer.fit(self, train_dataloaders=steps_loader(1), ckpt_path=self.ckpt_path)
@@ -281,6 +295,16 @@ class IALS(FactorVectors, lightning.LightningModule):
 
     # --- scoring ----------------------------------------------------------------------------------------------
 
+    cheap_refit = True  # eval.stream.retrain_every may refit it during the day (eval/stream.py)
+
+    def user_stream(self, split: Split) -> FoldIn:
+        """The streaming state (eval/stream.py): a user who acted gets the closed-form factor of their train and day
+        items with the item factors fixed (this model's values, regularization and alpha); the others keep theirs.
+        Reads the train matrix once more (8 bytes per nonzero, on the host)."""
+        if self.item_factors is None:
+            raise NotFittedError("IALS.user_stream() called before fit()")
+        return FoldIn(self, views.user_item_matrix(split, self.values))
+
 
 def sampled_products(rows: CSR, x: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
     """x_r.y_c for every nonzero (r, c) of `rows` (nnz,), in CSR order: one sampled_addmm, no (nnz, d) array."""
@@ -333,3 +357,40 @@ def cholesky_solve(block: torch.Tensor, confidence: torch.Tensor, gram: torch.Te
     systems = gram + torch.bmm(weighted.transpose(1, 2), block)  # (r, d, d)
     rhs = torch.bmm(confidence.unsqueeze(1), block).transpose(1, 2)  # (r, d, 1): sum_l c_l y_l
     return torch.cholesky_solve(rhs, torch.linalg.cholesky(systems)).squeeze(2)
+
+
+class FoldIn:
+    """iALS's streaming state: the users' factors solved exactly against the fixed item factors (implicit's
+    recalculate_user), from the train matrix's rows plus the day's events (binary: 1 per item; count: summed)."""
+
+    shared = False
+    state = "user factor folded in (closed-form solve, item factors fixed)"
+
+    def __init__(self, model: IALS, matrix: CSR) -> None:
+        self.model, self.matrix = model, matrix
+
+    def updated(self, events: UserEvents) -> StateVectors:
+        """Factors of events' users, batched: one shared factorisation when every c is 1 (alpha = 0), else the
+        padded batches of the Cholesky solver (at most batch_nonzeros gathered factors at once)."""
+        model = self.model
+        items = model.item_factors.detach()
+        num_items, device = items.shape[0], items.device
+        rows = events.within(num_items).matrix(num_items, base=self.matrix)  # host: its indptr sets the batches
+        counts = rows.to(device, torch.float32)
+        values = torch.ones_like(counts.values) if model.values == "binary" else counts.values
+        confidence = counts.with_values(1.0 + model.alpha * values)
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            gram = items.T @ items + model.regularization * torch.eye(model.factors, device=device)
+            if model.alpha == 0:  # every row's system is gram: x = (sum of the row's y) gram^-1
+                rhs = torch.sparse.mm(confidence.torch_sparse(), items)
+                users = torch.cholesky_solve(rhs.T, torch.linalg.cholesky(gram)).T
+            else:
+                users = torch.zeros((rows.shape[0], model.factors), device=device)
+                padded = torch.cat([items, items.new_zeros(1, model.factors)])  # padding's column: a zero row
+                order = torch.from_numpy(length_order(rows.indptr)).to(device)
+                batch_rows = max(1, min(model.batch_rows, model.batch_nonzeros // model.factors))
+                for start, stop, length in length_sorted_batches(rows.indptr, batch_rows, model.batch_nonzeros):
+                    batch = padded_rows(confidence, order[start:stop], length, pad_column=num_items)
+                    block = gather_rows(padded, batch.columns)
+                    users.index_copy_(0, batch.rows, cholesky_solve(block, batch.values, gram))
+        return StateVectors(users, items)

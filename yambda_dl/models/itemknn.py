@@ -44,7 +44,7 @@ from torch import Tensor
 
 from yambda_dl.data import views
 from yambda_dl.data.csr import CSR
-from yambda_dl.models.base import NotFittedError, check_k
+from yambda_dl.models.base import NotFittedError, UserEvents, check_k
 from yambda_dl.retrieval import by_user_tiles, topk_over_score_tiles
 from yambda_dl.sparse import matmul
 from yambda_dl.utils.memory import DEFAULT_FRACTION, check_fits
@@ -96,6 +96,58 @@ def decayed_profiles(split: Split, hours: float, base: float = 0.9, min_weight: 
     indices_all = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
     values_all = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
     return CSR(indptr, indices_all, values_all, (split.num_users, split.num_items))
+
+
+def last_train_times(split: Split) -> np.ndarray:
+    """Each ranked user's last train timestamp (int64, (num_users,)): the fit's decay reference. One streaming pass
+    over the train user and timestamp columns; memory: 8 bytes per user plus one batch."""
+    last = np.zeros(split.num_users, dtype=np.int64)
+    for batch in split.iter_train(columns=("user_idx", "timestamp")):
+        users = batch["user_idx"]
+        if len(users):  # sorted by (user, timestamp): each user's last event closes its run
+            run_ends = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
+            last[users[run_ends]] = batch["timestamp"][run_ends]
+    return last
+
+
+def _decay(age: np.ndarray, hours: float, base: float) -> np.ndarray:
+    """base ** (age / (3600 hours)) of ages in seconds; hours = 0 keeps age 0 only (weight 1), as decayed_profiles."""
+    age = np.asarray(age, dtype=np.float64)
+    return (age == 0).astype(np.float64) if hours == 0 else np.power(base, age / (3600.0 * hours))
+
+
+def moved_profiles(
+    profiles: CSR,
+    last_train: np.ndarray,
+    events: UserEvents,
+    hours: float,
+    base: float,
+    item_scale: np.ndarray | None = None,
+    min_weight: float = 0.0,
+) -> CSR:
+    """The decayed profiles (host CSR, float64) of events' users after their day's events (inside the train items).
+
+    A user's reference time moves from their last train event to their latest event: their stored row (of
+    `profiles`, the fit's decayed sums, times item_scale per item where the model stores them scaled) is multiplied
+    by base ** (shift / hours), and each new event adds base ** ((t_latest - t_e) / hours) (times its item's scale),
+    what decayed_profiles gives for the train events and the new ones together. A new user (user_idx -1) has no
+    stored row. Entries at most min_weight are dropped, as the fit drops them. Memory: the rows and the events.
+    """
+    known = events.user_idx >= 0
+    train_time = np.zeros(events.num_users, dtype=np.int64)
+    train_time[known] = last_train[events.user_idx[known]]
+    latest = events.last_time(train_time)
+    rows = events.rows()
+    weights = _decay(latest[rows] - events.timestamp, hours, base)
+    if item_scale is not None:
+        weights = weights * item_scale[events.item_idx]
+    moved = events.matrix(profiles.shape[1], weights, profiles, _decay(latest - train_time, hours, base))
+    keep = moved.values > min_weight
+    if keep.all():
+        return moved
+    indptr = np.zeros(moved.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(moved.row_ids()[keep], minlength=moved.shape[0]), out=indptr[1:])
+    return CSR(indptr, moved.indices[keep], moved.values[keep], moved.shape)
 
 
 def cpu_neighbours(
@@ -228,6 +280,7 @@ class ItemKNN:
         self._profiles: CSR | None = None  # exact: P D (users x items); pruned: P
         self._right: CSR | None = None  # exact: Ĉ^T or R^T (items x users); pruned: M^T (items x items, N per col)
         self._user_scale: Tensor | None = None  # exact paper: D_u, so that (P_U R^T) D_u = P_U C^T
+        self._item_scale: np.ndarray | None = None  # exact cosine: D, the stored profile's item scale (streaming)
 
     def fit(self, split: Split, trainer: object | None = None) -> ItemKNN:
         paper = self.normalize == "paper"
@@ -259,7 +312,14 @@ class ItemKNN:
             self._right = unit_items.to(self.device, torch.float64)
             scaled = profiles.with_values(profiles.values * norms[profiles.indices])  # P D: e_u = (P_u D) Ĉ^T
             self._profiles = scaled.to(self.device, torch.float64)
+            self._item_scale = norms
         return self
+
+    def user_stream(self, split: Split) -> _ProfileStream:
+        """The streaming state (eval/stream.py): each user's decayed profile with their day's events added, the decay
+        counted back from their latest event; the item side (C, or the neighbours) stays the fit's."""
+        self._check_fitted()
+        return _ProfileStream(self, last_train_times(split))
 
     def _pruned_neighbours(self, items: CSR, norms: np.ndarray, user_norms: np.ndarray | None) -> CSR:
         """M^T (torch form, target item i x source item j), each source j keeping its N best targets.
@@ -322,7 +382,10 @@ class ItemKNN:
 
     def _user_profiles(self, user_idx: Tensor) -> Tensor | CSR:
         """Exact: the unit user-space profiles E_U (n, num_users), dense; pruned: the sparse rows P_U."""
-        rows = self._profiles.select(user_idx)
+        return self._profile_rows(self._profiles.select(user_idx))
+
+    def _profile_rows(self, rows: CSR) -> Tensor | CSR:
+        """_user_profiles of given rows of the stored profile (the fit's, or a streaming state's)."""
         if self.neighbors is not None:
             return rows
         # (P_U D) Ĉ^T, or P_U R^T for the paper's: (n, num_users), the tile's dominant memory
@@ -360,3 +423,44 @@ def top_per_row(rows: Tensor, cols: Tensor, values: Tensor, n: int) -> Tensor:
     row_start = torch.searchsorted(sorted_rows, sorted_rows, right=False)
     rank = torch.arange(len(order), device=rows.device) - row_start
     return order[rank < n]
+
+
+class _ProfileStream:
+    """ItemKNN's streaming state: the moved profiles of the users who acted (moved_profiles)."""
+
+    shared = False
+
+    def __init__(self, model: ItemKNN, last_train: np.ndarray) -> None:
+        self.model, self.last_train = model, last_train
+        self.state = "decayed profile updated with the day's events (decay from the latest event)"
+
+    def updated(self, events: UserEvents) -> _MovedProfiles:
+        model = self.model
+        paper = model.normalize == "paper"
+        profiles = moved_profiles(
+            model._profiles,
+            self.last_train,
+            events.within(model.num_items),
+            model.hours,
+            model.base,
+            model._item_scale,
+            PAPER_MIN_WEIGHT if paper else 0.0,
+        )
+        return _MovedProfiles(model, profiles.to(model.device, torch.float64))
+
+
+class _MovedProfiles:
+    """Ranks with moved profile rows (row i: the state's user i) through the model's own scoring."""
+
+    def __init__(self, model: ItemKNN, profiles: CSR) -> None:
+        self.model, self.profiles = model, profiles
+
+    def recommend(self, user_idx: Tensor, k: int, exclude: CSR | None = None) -> tuple[Tensor, Tensor]:
+        model = self.model
+        check_k(k, model.num_items)
+
+        def rank(rows: Tensor, mask: CSR | None) -> tuple[Tensor, Tensor]:
+            scorer = model._tile_scorer(model._profile_rows(self.profiles.select(rows)))
+            return topk_over_score_tiles(scorer, model.num_items, k, mask, model.item_tile)
+
+        return by_user_tiles(rank, torch.as_tensor(user_idx, dtype=torch.int64), exclude, model.user_tile)

@@ -1,7 +1,9 @@
 """The paper's non-personalised baselines (docs/protocol.md#baselines): Random, MostPop and DecayPop.
 
 MostPop and DecayPop rank every user's candidates by one global score; Random draws uniform train items per user.
-All three break ties by the lower item index and honour the optional seen-item mask.
+All three break ties by the lower item index and honour the optional seen-item mask. In the streaming evaluation
+(eval/stream.py) MostPop and DecayPop count the test day's events up to each window's start, every user's alike;
+Random has no state to move.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 
 from yambda_dl.data import views
-from yambda_dl.models.base import NotFittedError, check_k
+from yambda_dl.models.base import NotFittedError, UserEvents, check_k
 
 if TYPE_CHECKING:
     from yambda_dl.data.csr import CSR
@@ -51,6 +53,8 @@ def _first_k_allowed(
 class GlobalScoreRecommender:
     """Ranks every user's candidates by one score per item; subclasses say how the score is learnt."""
 
+    cheap_refit = True  # eval.stream.retrain_every may refit it during the day (one pass over the events)
+
     def __init__(self) -> None:
         self.scores: np.ndarray | None = None
         self._order: np.ndarray | None = None  # items by descending score, ties by lower index
@@ -80,12 +84,45 @@ class GlobalScoreRecommender:
         scores = np.where(items >= 0, self.scores[np.maximum(items, 0)], -np.inf).astype(np.float32)
         return torch.from_numpy(items), torch.from_numpy(scores)
 
+    def event_scores(self, events: UserEvents) -> np.ndarray:
+        """What the test-day events add to each item's score (num_items,); the subclass's rule."""
+        raise NotImplementedError
+
+    def stream_state(self) -> str:
+        return "counts up to the window start"
+
+    def user_stream(self, split: Split) -> _SharedCounts:
+        """The streaming state (eval/stream.py): the score counts every event before the window start, all users'."""
+        if self.scores is None:
+            raise NotFittedError(f"{type(self).__name__}.user_stream() called before fit()")
+        return _SharedCounts(self)
+
+
+class _SharedCounts:
+    """A global-score model's scores with the test day's events added: one state for every user."""
+
+    shared = True
+
+    def __init__(self, model: GlobalScoreRecommender) -> None:
+        self.model, self.state = model, model.stream_state()
+
+    def updated(self, events: UserEvents) -> GlobalScoreRecommender:
+        """A copy of the model whose scores count the fit's events plus `events` (all of them: they are cumulative).
+        Memory: two arrays of num_items, plus the events."""
+        moved = GlobalScoreRecommender()
+        moved.scores = self.model.scores + self.model.event_scores(events.within(len(self.model.scores)))
+        moved._order = np.argsort(-moved.scores, kind="stable")
+        return moved
+
 
 class MostPop(GlobalScoreRecommender):
     """Train event counts (duplicates count: a replay is popularity)."""
 
     def item_scores(self, split: Split) -> np.ndarray:
         return views.item_counts(split)
+
+    def event_scores(self, events: UserEvents) -> np.ndarray:
+        return np.bincount(events.item_idx, minlength=len(self.scores)).astype(np.float64)
 
 
 class DecayPop(GlobalScoreRecommender):
@@ -96,9 +133,25 @@ class DecayPop(GlobalScoreRecommender):
         if hours <= 0:
             raise ValueError(f"DecayPop hours must be > 0, got {hours}; the paper's grid: 0.5 1 2 3 6 12 24")
         self.hours, self.base = hours, base
+        self.t_max: int | None = None  # the last train timestamp, read when streaming
 
     def item_scores(self, split: Split) -> np.ndarray:
         return views.decayed_item_counts(split, self.hours, self.base)
+
+    def event_scores(self, events: UserEvents) -> np.ndarray:
+        """Each event weighs base ** ((t_max - t_e) / hours), above 1 after t_max: the same reference as the fit's,
+        so that the sum ranks as the decayed counts at any later time would (a common factor), and a window
+        without events ranks exactly as the fit did."""
+        age = (self.t_max - events.timestamp).astype(np.float64)
+        weights = np.exp(age * np.log(self.base) / (3600.0 * self.hours))
+        return np.bincount(events.item_idx, weights=weights, minlength=len(self.scores))
+
+    def stream_state(self) -> str:
+        return "decayed counts up to the window start"
+
+    def user_stream(self, split: Split) -> _SharedCounts:
+        self.t_max = views.last_train_timestamp(split)  # the fit's decay reference (one pass over train timestamps)
+        return super().user_stream(split)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -215,6 +215,29 @@ def test_yambda_train_runs_sasrec_with_each_audio_representation(tiny_root, tmp_
     assert split.items[items.numpy()].tolist() == saved
 
 
+@pytest.mark.parametrize("name", ["content", "hybrid", "id", "delta"])
+def test_content_representations_score_the_cold_candidates(tmp_path, name):
+    """With protocol.candidates=train_and_cold the content parts rank the cold items (by their audio alone); the
+    id-based ones keep to the train items."""
+    from yambda_dl.data.layout import DatasetLayout
+    from yambda_dl.data.split import Protocol, make_split
+
+    plain = audio_split(tmp_path)  # the default candidates; the same folder serves both
+    layout = DatasetLayout(tmp_path, "hand")
+    split = make_split(layout, Protocol(candidates="train_and_cold"), cache_dir=tmp_path / "cache", progress=False)
+    assert split.path == plain.path and len(split.cold_items) > 0
+    items = build(name, split)
+    every = items.output_vectors()
+    if name in ("id", "delta"):
+        assert every.shape == (split.num_items, D)
+        return
+    assert every.shape == (split.num_candidates, D)
+    torch.testing.assert_close(every[: split.num_items], build(name, plain).output_vectors())  # same train rows
+    cold = torch.as_tensor(items.audio[split.num_items :], dtype=torch.float32)
+    content = items.adaptor(cold) if name == "content" else items.projection(cold)
+    torch.testing.assert_close(every[split.num_items :], content)
+
+
 def test_semantic_ids_give_every_item_its_own_code(split):
     items = build("semantic_ids_replace", split)
     codes = items.codes.tolist()

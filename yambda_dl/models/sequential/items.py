@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from yambda_dl.models.audio import REDUCTIONS, load_audio, reduce_audio
+
 if TYPE_CHECKING:
     from yambda_dl.data.split import Split
 
@@ -91,7 +93,6 @@ class IdEmbedding(ItemRepresentation):
 # to the train items); frozen content tables are non-persistent buffers, rebuilt from the split when a checkpoint is
 # loaded, so checkpoints hold only what trains. memory.py counts buffers as "tables" in the memory estimate.
 
-REDUCTIONS = ("pca", "random")
 TABLE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 AUDIO_DIM = 128  # Yambda's audio vectors
 
@@ -110,54 +111,6 @@ def _check_audio_keys(repr_name: str, column: str) -> None:
     from yambda_dl.data.embeddings import EMBEDDING_COLUMNS
 
     _choice(repr_name, "column", column, EMBEDDING_COLUMNS)
-
-
-def load_audio(split: Split | None, column: str, num_items: int, repr_name: str) -> tuple[Tensor, Tensor]:
-    """The split's audio vectors (num_items, 128) float32 (zeros where missing) and the `present` mask (bool)."""
-    if split is None:
-        raise ValueError(f"model.item_repr {repr_name} needs the split (its items' audio vectors); got split=None")
-    from yambda_dl.data.embeddings import item_embeddings
-
-    view = item_embeddings(split, column=column)
-    if view.num_items != num_items:
-        raise ValueError(f"{repr_name}: the audio view has {view.num_items} items, the model {num_items}")
-    return view.tensor(), view.present_tensor()
-
-
-def reduce_audio(vectors: Tensor, present: Tensor, d: int, method: str, rms: float, chunk: int = 1 << 16) -> Tensor:
-    """(n, 128) -> (n, d) float32: PCA (top-d principal directions) or a Gaussian random projection, fitted on the
-    rows with a vector and scaled so that their entries have root-mean-square `rms`; rows without a vector are 0.
-
-    PCA accumulates the mean and the 128 x 128 covariance in float64 over row chunks (memory: one chunk), and fixes
-    each direction's sign (largest entry positive) so the result does not depend on the eigen-solver's choices.
-    The random projection draws from torch's global RNG (the module seeds it).
-    """
-    dim = vectors.shape[1]
-    n_present = int(present.sum())
-    if method == "pca":
-        if d > dim:
-            raise ValueError(
-                f"model.item_repr.reduce=pca gives at most {dim} dimensions; d_model={d} needs reduce=random"
-            )
-        total, outer = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
-        for start in range(0, len(vectors), chunk):
-            rows = vectors[start : start + chunk][present[start : start + chunk]].double()
-            total += rows.sum(0)
-            outer += rows.T @ rows
-        mean = total / max(n_present, 1)
-        covariance = outer / max(n_present, 1) - torch.outer(mean, mean)
-        _, eigenvectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
-        components = eigenvectors[:, -d:].flip(1)
-        signs = torch.sign(components.gather(0, components.abs().argmax(0, keepdim=True)))
-        weight, shift = (components * signs).float(), mean.float()
-    else:
-        weight, shift = torch.randn(dim, d) / d**0.5, torch.zeros(dim)
-    out = torch.zeros(len(vectors), d)
-    for start in range(0, len(vectors), chunk):
-        out[start : start + chunk] = (vectors[start : start + chunk].float() - shift) @ weight
-    out[~present] = 0.0
-    scale = out[present].pow(2).mean().sqrt() if n_present else torch.tensor(1.0)
-    return out * (rms / scale.clamp_min(1e-12))
 
 
 class AudioInit(IdEmbedding):
@@ -189,8 +142,9 @@ class AudioInit(IdEmbedding):
 class Hybrid(ItemRepresentation):
     """Id embedding + a learned linear projection of the frozen audio vector, summed; items without a vector get a
     learned vector in place of the projection (the design with the largest published gain on Yambda). Tied
-    between input and output. Memory: the id table and a 128 x d projection train; the audio table (num_items x 128,
-    float32 or bfloat16) is a frozen buffer."""
+    between input and output. Cold candidates (protocol.candidates=train_and_cold) have no id row: they are scored
+    by their projected audio alone. Memory: the id table and a 128 x d projection train; the audio table
+    (num_candidates x 128, float32 or bfloat16) is a frozen buffer."""
 
     def __init__(
         self,
@@ -211,11 +165,12 @@ class Hybrid(ItemRepresentation):
         self.projection = nn.Linear(AUDIO_DIM, d_model, bias=False)
         self.missing = nn.Parameter(torch.randn(d_model) * std)  # the content part of items without a vector
         vectors, present = load_audio(split, column, num_items, "hybrid")
+        vectors, present = _with_cold_rows(vectors, present, cold_audio(split, column))
         self.register_buffer("audio", vectors.to(TABLE_DTYPES[dtype]), persistent=False)
         self.register_buffer("present", present, persistent=False)
 
     def content(self, items: Tensor | None = None) -> Tensor:
-        """The content part of items in [0, num_items) ((..., d)), or of every item when `items` is None."""
+        """The content part of candidates ((..., d)), or of every candidate (train, then cold) when `items` is None."""
         audio, present = (self.audio, self.present) if items is None else (self.audio[items], self.present[items])
         projected = self.projection(audio.to(self.projection.weight.dtype))
         return torch.where(present[..., None], projected, self.missing)
@@ -229,7 +184,9 @@ class Hybrid(ItemRepresentation):
         return self.embedding.weight[items] + self.content(items)
 
     def output_vectors(self) -> Tensor:
-        return self.embedding.weight[: self.num_items] + self.content()
+        content = self.content()
+        warm = self.embedding.weight[: self.num_items] + content[: self.num_items]
+        return torch.cat([warm, content[self.num_items :]])  # cold candidates: their content alone
 
 
 class Delta(ItemRepresentation):
@@ -287,9 +244,10 @@ class Delta(ItemRepresentation):
 
 class Content(ItemRepresentation):
     """Content only: an adaptor MLP over the frozen audio vector, no id table (UniSRec-like), so any item with a
-    vector is scored, train events or not. Items without a vector share one learned vector; special tokens have
-    their own. output_vectors() computes the catalogue in chunks of `chunk_items`. Memory: the adaptor's weights;
-    the audio table (num_items x 128, float32 or bfloat16) is a frozen buffer."""
+    vector is scored, train events or not (with protocol.candidates=train_and_cold, the cold candidates too). Items
+    without a vector share one learned vector; special tokens have their own. output_vectors() computes the
+    candidates in chunks of `chunk_items`. Memory: the adaptor's weights; the audio table (num_candidates x 128,
+    float32 or bfloat16) is a frozen buffer."""
 
     def __init__(
         self,
@@ -324,6 +282,7 @@ class Content(ItemRepresentation):
         with torch.no_grad():
             self.special.weight[0].zero_()
         vectors, present = load_audio(split, column, num_items, "content")
+        vectors, present = _with_cold_rows(vectors, present, cold_audio(split, column))
         self.register_buffer("audio", vectors.to(TABLE_DTYPES[dtype]), persistent=False)
         self.register_buffer("present", present, persistent=False)
 
@@ -341,12 +300,31 @@ class Content(ItemRepresentation):
         return self._items(items)
 
     def output_vectors(self) -> Tensor:
-        device = self.missing.device
+        device, candidates = self.missing.device, len(self.audio)
         chunks = [
-            self._items(torch.arange(start, min(start + self.chunk_items, self.num_items), device=device))
-            for start in range(0, self.num_items, self.chunk_items)
+            self._items(torch.arange(start, min(start + self.chunk_items, candidates), device=device))
+            for start in range(0, candidates, self.chunk_items)
         ]
         return torch.cat(chunks)
+
+
+def cold_audio(split: Split | None, column: str) -> Tensor:
+    """The audio vectors (num_cold, 128) float32 of the split's cold candidates (protocol.candidates=train_and_cold:
+    items with a vector and no train event, candidate index num_items + row); (0, 128) otherwise. The content
+    representations score them; the rest rank train items only."""
+    if split is None or split.num_candidates == split.num_items:
+        return torch.zeros(0, AUDIO_DIM)
+    from yambda_dl.data.embeddings import candidate_embeddings
+
+    view = candidate_embeddings(split, column=column)
+    return torch.from_numpy(np.array(view.vectors[split.num_items : split.num_candidates], dtype=np.float32))
+
+
+def _with_cold_rows(vectors: Tensor, present: Tensor, cold: Tensor) -> tuple[Tensor, Tensor]:
+    """The train items' audio table and mask extended by the cold candidates' rows (each has a vector)."""
+    if not len(cold):
+        return vectors, present
+    return torch.cat([vectors, cold]), torch.cat([present, torch.ones(len(cold), dtype=torch.bool)])
 
 
 SEMANTIC_MODES = ("sum", "replace")

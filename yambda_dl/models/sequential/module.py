@@ -30,8 +30,8 @@ from torch import Tensor
 
 from yambda_dl.data import views
 from yambda_dl.data.datamodules import SequenceDataModule
-from yambda_dl.data.sequences import scoring_matrix, user_sequences
-from yambda_dl.models.base import NotFittedError
+from yambda_dl.data.sequences import PAD, scoring_matrix, user_sequences
+from yambda_dl.models.base import NotFittedError, StateVectors, UserEvents
 from yambda_dl.models.sequential import memory
 from yambda_dl.models.sequential.optim import parameter_groups
 from yambda_dl.retrieval import topk
@@ -359,6 +359,98 @@ class SequentialRecommender(lightning.LightningModule):
         """(item_idx int64 (n, k), scores float32 (n, k)), best first, through retrieval.py."""
         scores, items = topk(self.user_vectors(user_idx), self.item_vectors(), k, exclude=exclude)
         return items.cpu(), scores.cpu()
+
+    # --- streaming user state (eval/stream.py) ------------------------------------------------------------------
+
+    def encode_sequences(self, items: np.ndarray, times: np.ndarray | None = None) -> Tensor:
+        """(n, d) float32 user vectors of given right-aligned sequences (n, max_len) of item indices (sequences.PAD
+        before them), with their timestamps for time-aware backbones: user_vectors' computation on any sequences.
+        Memory: score_batch_size rows' activations at a time."""
+        if self.items is None:
+            raise NotFittedError(f"{type(self).__name__}.encode_sequences() called before fit()")
+        step, pad = self.training_config.score_batch_size, self.items.pad
+        mask = self.items.mask if self.objective.num_special > 1 else None
+        was_training = self.training
+        self.eval()
+        vectors = []
+        with torch.no_grad():
+            for start in range(0, len(items), step):
+                rows = torch.from_numpy(np.asarray(items[start : start + step], dtype=np.int64)).to(self.device)
+                tokens, columns = self.objective.scoring_inputs(rows, pad, mask)
+                chunk_times = None
+                if times is not None and self.backbone.uses_timestamps:
+                    chunk_times = torch.from_numpy(np.asarray(times[start : start + step], dtype=np.int64))
+                    chunk_times = chunk_times[:, columns].to(self.device)
+                    if chunk_times.shape[1] < tokens.shape[1]:  # an appended token (a mask) takes the newest time
+                        chunk_times = torch.cat([chunk_times, chunk_times[:, -1:]], dim=1)
+                filled = (tokens != pad).any(dim=0)
+                first = int(filled.float().argmax()) if bool(filled.any()) else tokens.shape[1] - 1
+                tokens = tokens[:, first:]  # drop the columns that are padding in every row
+                chunk_times = chunk_times[:, first:] if chunk_times is not None else None
+                hidden = self.backbone(self.items(tokens), tokens != pad, chunk_times)
+                vectors.append(hidden[:, -1].float())
+        self.train(was_training)
+        if not vectors:
+            return torch.zeros((0, self.training_config.d_model), device=self.device)
+        return torch.cat(vectors)
+
+    def user_stream(self, split: Split) -> SequenceStream:
+        """The streaming state (eval/stream.py): each user who acted is re-encoded from their last max_len events of
+        train and the day so far (items outside train skipped); the weights stay the fit's."""
+        if self.items is None or self._scoring is None:
+            raise NotFittedError(f"{type(self).__name__}.user_stream() called before fit()")
+        return SequenceStream(self)
+
+
+class SequenceStream:
+    """A sequential model's streaming state: the extended sequences of the users who acted, re-encoded."""
+
+    shared = False
+    state = "sequence re-encoded with the day's events"
+
+    def __init__(self, model: SequentialRecommender) -> None:
+        self.model = model
+
+    def updated(self, events: UserEvents) -> StateVectors:
+        """Vectors of events' users: the train tail of the scoring matrix (none for a new user) followed by their day's
+        events, the newest max_len kept, right-aligned. Memory: two (n, max_len) int64 matrices per call."""
+        model = self.model
+        width = model.training_config.max_len
+        events = events.within(model.items.num_items)
+        known = events.user_idx >= 0
+        lengths = np.diff(events.offsets)
+        sequences = [(model._scoring, events.item_idx)]
+        if model._scoring_times is not None:
+            sequences.append((model._scoring_times, events.timestamp))
+        out = []
+        for scoring, values in sequences:
+            train = np.full((events.num_users, width), PAD, dtype=np.int64)
+            train[known] = np.asarray(scoring[events.user_idx[known]], dtype=np.int64)
+            day = _right_aligned(values, events.offsets, width)
+            out.append(_append_right(train, day, np.minimum(lengths, width)))
+        vectors = model.encode_sequences(out[0], out[1] if len(out) > 1 else None)
+        return StateVectors(vectors, model.item_vectors())
+
+
+def _right_aligned(values: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """Each row's last `width` values at the right end of an (n, width) int64 matrix, PAD before them."""
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    out = np.full((n, width), PAD, dtype=np.int64)
+    rows = np.repeat(np.arange(n), lengths)
+    from_end = np.repeat(offsets[1:], lengths) - np.arange(len(values)) - 1
+    keep = from_end < width
+    out[rows[keep], width - 1 - from_end[keep]] = values[keep]
+    return out
+
+
+def _append_right(left: np.ndarray, right: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Right-aligned rows of `left` followed by each row's last counts[i] entries of right-aligned `right`, the
+    newest `width` kept: column c takes right's c where c >= width - count, else left's c + count."""
+    width = left.shape[1]
+    columns = np.arange(width)[None, :]
+    shifted = np.minimum(columns + counts[:, None], width - 1)
+    return np.where(columns >= width - counts[:, None], right, np.take_along_axis(left, shifted, axis=1))
 
 
 __all__ = ["SequentialRecommender", "TrainingConfig", "build_sequential"]
