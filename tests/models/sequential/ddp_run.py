@@ -1,7 +1,8 @@
 """Trains a zoo model with 2 CPU processes (DDP, gloo) on a split folder and records, per rank, the users of every
 batch and the metrics of scoring all users. Run by test_ddp.py as a script: Lightning re-launches it per rank.
 
-usage: python ddp_run.py MODEL SPLIT_FOLDER OUT_FOLDER
+usage: python ddp_run.py MODEL SPLIT_FOLDER OUT_FOLDER [ITEM_REPR]
+(ITEM_REPR: a configs/model/item_repr/ choice, e.g. hybrid; the model's default when absent)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class BatchUsers(lightning.Callback):
         self.users.setdefault(trainer.current_epoch, []).extend(batch["user_idx"].tolist())
 
 
-def main(name: str, split_folder: Path, out: Path) -> None:
+def main(name: str, split_folder: Path, out: Path, item_repr: str | None = None) -> None:
     split = load_split(split_folder)
     users = BatchUsers()
     trainer = lightning.Trainer(
@@ -50,7 +51,8 @@ def main(name: str, split_folder: Path, out: Path) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    model = tiny(name, **KEYS).fit(split, trainer)
+    parts = {"item_repr": item_repr} if item_repr else {}
+    model = tiny(name, **KEYS, **parts).fit(split, trainer)
     items, _ = recommend_all(model, split.num_users, 5, batch_users=7)
     metrics = evaluate(items, split.targets, split.num_items, [1, 5])
     record = {"users": users.users, "metrics": metrics, "item_vectors_sum": float(np.abs(model.item_vectors()).sum())}
@@ -58,4 +60,4 @@ def main(name: str, split_folder: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:5])
