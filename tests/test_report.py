@@ -356,3 +356,16 @@ def test_compare_errors_name_the_valid_choices(tmp_path, capsys, flags, message)
     assert main([str(tmp_path), *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("yambda-report: error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_swapped_part_is_named_by_its_class_not_by_every_key(tmp_path):
+    hybrid = {"_target_": "yambda_dl.models.sequential.items.Hybrid", "dtype": "float32", "column": "normalized_embed"}
+    content = {"_target_": "yambda_dl.models.sequential.items.Content", "hidden_dim": 256, "column": "normalized_embed"}
+    for seed in (0, 1):
+        write_configured_run(tmp_path / f"h{seed}", "sasrec", METRICS, seed=seed, item_repr=hybrid, lr=0.001)
+    write_configured_run(tmp_path / "c", "sasrec", METRICS, item_repr=content, lr=0.01)
+    table = markdown_table(collect([tmp_path]))
+    assert [row.split(" |")[0] for row in rows_of(table, "sasrec")] == [
+        "| sasrec item_repr=Content lr=0.01",
+        "| sasrec item_repr=Hybrid lr=0.001 (mean ± std of 2 runs)",
+    ]

@@ -152,10 +152,19 @@ def _labelled(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {key for run in runs for key in run["_settings"] if len({r["_settings"].get(key) for r in runs}) > 1}
     )
 
+    # a part swapped for another (model/item_repr=hybrid vs content) is named by its class alone, not by every key
+    # the two classes do not share
+    swapped = sorted(key.removesuffix("._target_") for key in varying if key.endswith("._target_"))
+    named = [key for key in varying if not any(key.startswith(f"{part}.") for part in swapped)]
+
     def label_of(run: dict[str, Any]) -> str:
         if not run["_settings"] and len(runs) > 1:  # settings unknown: never averaged
             return f"{run['model']} ({Path(run['_path']).name})"
-        return " ".join([run["model"], *(f"{key.split('.', 1)[1]}={run['_settings'].get(key)}" for key in varying)])
+        settings = run["_settings"]
+        parts = [
+            f"{part.split('.', 1)[1]}={str(settings.get(f'{part}._target_')).rsplit('.', 1)[-1]}" for part in swapped
+        ]
+        return " ".join([run["model"], *parts, *(f"{key.split('.', 1)[1]}={settings.get(key)}" for key in named)])
 
     def order_of(run: dict[str, Any]) -> tuple:
         values = [run["_settings"].get(key, "") for key in varying]

@@ -25,7 +25,7 @@ SCRIPT = Path(__file__).with_name("ddp_run.py")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("item_repr", ["hybrid", "content"])
+@pytest.mark.parametrize("item_repr", ["hybrid", "content", "audio_init", "delta", "semantic_ids"])
 def test_ddp_audio_representation_sees_every_user_once_and_scores_like_one_process(tmp_path, item_repr):
     split = many_users_split(tmp_path, num_users=300)
     # a vector for most of the 50 items; every 7th has none (Hybrid's learned stand-in, Content's zero input)
@@ -47,7 +47,8 @@ def test_ddp_audio_representation_sees_every_user_once_and_scores_like_one_proce
     assert ranks[0]["item_vectors_sum"] == ranks[1]["item_vectors_sum"]  # the same catalogue vectors on both ranks
     assert ranks[0]["metrics"] == ranks[1]["metrics"]
     single = SequentialRecommender.from_checkpoint(out / "checkpoints" / "last.ckpt", split)
-    assert type(single.items).__name__ == item_repr.capitalize()  # the audio representation, not an id table
+    # the audio representation, not an id table
+    assert type(single.items).__name__ == item_repr.title().replace("_", "")
     assert np.isclose(float(single.item_vectors().abs().sum()), ranks[0]["item_vectors_sum"], rtol=1e-6)
     items, _ = recommend_all(single, split.num_users, 5)
     assert evaluate(items, split.targets, split.num_items, [1, 5]) == ranks[0]["metrics"]
