@@ -132,6 +132,7 @@ bench: setup  ## every benchmark at its default size, on synthetic 50m under BEN
 	$(PY) benchmarks/bench_ials_bpr.py --root $(BENCH_ROOT) --size 50m --iterations 3
 	$(PY) benchmarks/bench_sequential.py --root $(BENCH_ROOT) --size 50m
 	$(PY) benchmarks/bench_itemknn_sansa.py --root $(BENCH_ROOT) --size 50m
+	$(PY) benchmarks/bench_stream.py --root $(BENCH_ROOT) --size 50m
 
 clean:  ## remove caches and outputs (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun lightning_logs wandb
