@@ -17,6 +17,7 @@ batch's activations and loss (memory.py prints the estimate), and the scoring se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -322,38 +323,18 @@ class SequentialRecommender(lightning.LightningModule):
     def user_vectors(self, user_idx: Tensor) -> Tensor:
         """(n, d) float32: the objective's user state over each user's last train events, in eval mode.
 
-        Memory: score_batch_size users' activations at a time.
+        Memory: score_batch_size users' activations (and scoring rows) at a time.
         """
         if self.items is None or self._scoring is None:
             raise NotFittedError(f"{type(self).__name__}.user_vectors() called before fit()")
         users = torch.as_tensor(user_idx).cpu().numpy()
-        step = self.training_config.score_batch_size
-        pad = self.items.pad
-        mask = self.items.mask if self.objective.num_special > 1 else None
-        was_training = self.training
-        self.eval()
-        vectors = []
-        with torch.no_grad():
-            for start in range(0, len(users), step):  # batches of users, bounded activations
-                chunk = users[start : start + step]
-                rows = torch.from_numpy(np.asarray(self._scoring[chunk], dtype=np.int64)).to(self.device)
-                tokens, columns = self.objective.scoring_inputs(rows, pad, mask)
-                times = None
-                if self._scoring_times is not None:
-                    times = torch.from_numpy(np.asarray(self._scoring_times[chunk], dtype=np.int64))[:, columns]
-                    times = times.to(self.device)
-                    if times.shape[1] < tokens.shape[1]:  # an appended token (a mask) takes the newest time
-                        times = torch.cat([times, times[:, -1:]], dim=1)
-                filled = (tokens != pad).any(dim=0)
-                first = int(filled.float().argmax()) if bool(filled.any()) else tokens.shape[1] - 1
-                tokens = tokens[:, first:]  # drop the columns that are padding in every row
-                times = times[:, first:] if times is not None else None
-                hidden = self.backbone(self.items(tokens), tokens != pad, times)
-                vectors.append(hidden[:, -1].float())
-        self.train(was_training)
-        if not vectors:
-            return torch.zeros((0, self.training_config.d_model), device=self.device)
-        return torch.cat(vectors)
+        times = self._scoring_times
+
+        def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+            chunk = users[start:stop]
+            return self._scoring[chunk], times[chunk] if times is not None else None
+
+        return self._encode(rows, len(users))
 
     def recommend(self, user_idx: Tensor, k: int, exclude: CSR | None = None) -> tuple[Tensor, Tensor]:
         """(item_idx int64 (n, k), scores float32 (n, k)), best first, through retrieval.py."""
@@ -368,26 +349,32 @@ class SequentialRecommender(lightning.LightningModule):
         Memory: score_batch_size rows' activations at a time."""
         if self.items is None:
             raise NotFittedError(f"{type(self).__name__}.encode_sequences() called before fit()")
+        return self._encode(lambda a, b: (items[a:b], times[a:b] if times is not None else None), len(items))
+
+    def _encode(self, rows: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]], n: int) -> Tensor:
+        """(n, d) float32 user states, in eval mode, of the sequences rows(start, stop) gives score_batch_size at a
+        time (items, and timestamps or None)."""
         step, pad = self.training_config.score_batch_size, self.items.pad
         mask = self.items.mask if self.objective.num_special > 1 else None
         was_training = self.training
         self.eval()
         vectors = []
         with torch.no_grad():
-            for start in range(0, len(items), step):
-                rows = torch.from_numpy(np.asarray(items[start : start + step], dtype=np.int64)).to(self.device)
-                tokens, columns = self.objective.scoring_inputs(rows, pad, mask)
-                chunk_times = None
-                if times is not None and self.backbone.uses_timestamps:
-                    chunk_times = torch.from_numpy(np.asarray(times[start : start + step], dtype=np.int64))
-                    chunk_times = chunk_times[:, columns].to(self.device)
-                    if chunk_times.shape[1] < tokens.shape[1]:  # an appended token (a mask) takes the newest time
-                        chunk_times = torch.cat([chunk_times, chunk_times[:, -1:]], dim=1)
+            for start in range(0, n, step):  # batches of users, bounded activations
+                chunk_items, chunk_times = rows(start, start + step)
+                tokens, columns = self.objective.scoring_inputs(
+                    torch.from_numpy(np.asarray(chunk_items, dtype=np.int64)).to(self.device), pad, mask
+                )
+                times = None
+                if chunk_times is not None and self.backbone.uses_timestamps:
+                    times = torch.from_numpy(np.asarray(chunk_times, dtype=np.int64))[:, columns].to(self.device)
+                    if times.shape[1] < tokens.shape[1]:  # an appended token (a mask) takes the newest time
+                        times = torch.cat([times, times[:, -1:]], dim=1)
                 filled = (tokens != pad).any(dim=0)
                 first = int(filled.float().argmax()) if bool(filled.any()) else tokens.shape[1] - 1
                 tokens = tokens[:, first:]  # drop the columns that are padding in every row
-                chunk_times = chunk_times[:, first:] if chunk_times is not None else None
-                hidden = self.backbone(self.items(tokens), tokens != pad, chunk_times)
+                times = times[:, first:] if times is not None else None
+                hidden = self.backbone(self.items(tokens), tokens != pad, times)
                 vectors.append(hidden[:, -1].float())
         self.train(was_training)
         if not vectors:
