@@ -57,7 +57,7 @@ readme-results: setup  ## write the latest demo's results table into README.md (
 # the sequential zoo on synthetic_small, Listen+, final, over seeds, beside MostPop and sampled-softmax SASRec
 ZOO_MODELS ?= sasrec,esasrec,bert4rec,gru4rec,hstu
 ZOO_SEEDS  ?= 0,1,2
-ZOO_EPOCHS ?= 20
+ZOO_EPOCHS ?= 30
 ZOO_OUT    ?= outputs/zoo/$(DEMO_ID)
 ZOO_ARGS    = data=synthetic_small paths.data_dir=$(DATA) logger=none seed=$(ZOO_SEEDS) model.epochs=$(ZOO_EPOCHS)
 

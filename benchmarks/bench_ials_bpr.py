@@ -1,4 +1,4 @@
-"""Benchmark: our iALS and BPR (torch, LightningModules) against implicit's CPU ALS and BPR on one split.
+"""Benchmark: our iALS and BPR (LightningModules) against implicit's CPU ALS and BPR on one split.
 
 Same split (Listen+, final), same factors, iterations and regularization; every model is ranked and scored by our
 own recommend_all + evaluate. Each case runs in its own child process, so its peak RSS is its own. One run measures
@@ -8,7 +8,9 @@ single-threaded numpy matmul loop started for that scenario). The figures compar
 the same scenario, as ratios, and ours at 2 threads with ours at 1 under the same load.
 
     .venv/bin/python benchmarks/bench_ials_bpr.py [--root /tmp/bench50m] [--size 50m] [--iterations 10]
-        [--pairs als bpr] [--scenarios 1 2 1+busy 2+busy] [--accelerator cpu|gpu]
+        [--pairs als bpr] [--scenarios 1 2 1+busy 2+busy] [--accelerator cpu|gpu] [--bpr-kernel auto|native|torch]
+    for s in 0 1 2 3 4; do .venv/bin/python benchmarks/bench_ials_bpr.py --root /tmp/bpr/small --size small \
+        --pairs bpr --scenarios 1 --iterations 100 --seed $s; done   # BPR's quality against implicit's, 5 seeds
 
 A modest iteration count (10 by default) keeps the run to minutes on 2 cores; the paper tunes 10-300.
 """
@@ -35,8 +37,8 @@ PAIRS = {
 }
 # scenario -> (threads, with one busy process beside)
 SCENARIOS = {"1": (1, False), "2": (2, False), "1+busy": (1, True), "2+busy": (2, True)}
-# --bpr-compile -> BPR's compile setting (auto: compiled on the CPU when nnz x iterations repays it)
-COMPILE = {"auto": "auto", "on": True, "off": False}
+# --bpr-kernel: BPR's kernel (auto: the native C kernel on a CPU with a compiler, else the torch one)
+KERNELS = ("auto", "native", "torch")
 KS = (10, 100)
 # the busy neighbour: one thread of dense matrix products, for as long as the scenario runs
 BUSY = (
@@ -77,8 +79,9 @@ def _fit_ours(case: str, split, args: argparse.Namespace) -> tuple[object, list[
             self.seconds.append(time.perf_counter() - self._start)
 
     common = {"factors": args.factors, "iterations": args.iterations, "regularization": args.regularization}
+    common["seed"] = args.seed
     if case == "bpr":
-        model = BPR(lr=args.lr, compile=COMPILE[args.bpr_compile], **common)
+        model = BPR(lr=args.lr, kernel=args.bpr_kernel, **common)
     else:  # implicit's confidence is alpha * r: on the binary matrix its alpha=1 is our alpha=0
         model = IALS(solver="cg" if case == "ials" else "cholesky", **common)
     timer = EpochTimer()
@@ -106,11 +109,11 @@ def _fit_implicit(case: str, split, args: argparse.Namespace) -> tuple[object, l
     from yambda_dl.data import views
 
     common = {"factors": args.factors, "iterations": args.iterations, "regularization": args.regularization}
-    threads = torch.get_num_threads()
+    common.update(num_threads=torch.get_num_threads(), random_state=args.seed)
     if case == "implicit_als":
-        model = AlternatingLeastSquares(alpha=1.0, num_threads=threads, random_state=0, **common)
+        model = AlternatingLeastSquares(alpha=1.0, **common)
     else:
-        model = BayesianPersonalizedRanking(learning_rate=args.lr, num_threads=threads, random_state=0, **common)
+        model = BayesianPersonalizedRanking(learning_rate=args.lr, **common)
     seconds: list[float] = []
     last = [time.perf_counter()]
 
@@ -172,7 +175,8 @@ def _child(case: str, args: argparse.Namespace, threads: int) -> dict:
     """Run one case in a fresh interpreter."""
     arguments = ["--case", case, "--root", args.root, "--size", args.size, "--iterations", str(args.iterations)]
     arguments += ["--factors", str(args.factors), "--regularization", str(args.regularization)]
-    arguments += ["--lr", str(args.lr), "--accelerator", args.accelerator, "--bpr-compile", args.bpr_compile]
+    arguments += ["--lr", str(args.lr), "--accelerator", args.accelerator, "--bpr-kernel", args.bpr_kernel]
+    arguments += ["--seed", str(args.seed)]
     return run_child(__file__, [*arguments, "--threads", str(threads)])
 
 
@@ -189,7 +193,8 @@ def _report(args: argparse.Namespace) -> None:
     print(f"command: {command_line()}")
     print(
         f"data: {args.root} ({args.size}), Listen+, final; factors={args.factors} iterations={args.iterations} "
-        f"regularization={args.regularization} bpr lr={args.lr} compile={args.bpr_compile}; ours on {args.accelerator}"
+        f"regularization={args.regularization} bpr lr={args.lr} kernel={args.bpr_kernel} seed={args.seed}; "
+        f"ours on {args.accelerator}"
     )
     print(
         "| threads | model | ours s / iteration | implicit s / iteration | x implicit time | ours NDCG@10 | "
@@ -234,11 +239,12 @@ def main() -> None:
     parser.add_argument("--regularization", type=float, default=0.01)
     parser.add_argument("--lr", type=float, default=0.01, help="BPR's learning rate (implicit's learning_rate)")
     parser.add_argument(
-        "--bpr-compile",
-        choices=COMPILE,
+        "--bpr-kernel",
+        choices=KERNELS,
         default="auto",
-        help="our BPR's compile setting; its fit seconds include the compilation (cached on disk after a first run)",
+        help="our BPR's kernel; its fit seconds include building the native one (cached on disk after a first run)",
     )
+    parser.add_argument("--seed", type=int, default=0, help="both sides' seed (ours: seed; implicit's random_state)")
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="where our models train")
     parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=["als", "bpr"], help="ours against implicit's")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))

@@ -165,7 +165,7 @@ CHEAP = {
     "itemknn": {"hours": 1.0},
     "audio_knn": {"hours": 1.0},
     "ials": {"factors": 8, "iterations": 3},
-    "bpr": {"factors": 8, "iterations": 3, "batch_size": 64, "compile": False},
+    "bpr": {"factors": 8, "iterations": 3, "batch_size": 64},
     "sansa": {},
     "sasrec": None,  # the zoo's tiny SASRec
 }

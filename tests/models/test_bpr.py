@@ -15,16 +15,8 @@ from yambda_dl.data import views
 from yambda_dl.data.csr import CSR
 from yambda_dl.data.split import Split
 from yambda_dl.eval.recommend import recommend_all, seen_items
-from yambda_dl.models import bpr
-from yambda_dl.models.bpr import (
-    BPR,
-    COMPILE_MIN_TRIPLES,
-    StepSettings,
-    TripleSampler,
-    compiler_present,
-    pad_triples,
-    sgd_step,
-)
+from yambda_dl.models import bpr, kernels
+from yambda_dl.models.bpr import BPR, NativeKernel, StepSettings, TripleSampler, batch_steps
 
 from ..conftest import gpu_trainer
 from .test_ials import audio_board_split, check_audio_start, checkerboard_split, held_out_items, started_items
@@ -48,9 +40,12 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 @pytest.fixture
 def one_thread():
-    """One CPU thread for the test: BPR then runs without lanes, its compiled step in a single stream."""
+    """One CPU thread for the test: BPR then runs without lanes, its batches in a single stream."""
     with torch_threads(1):
         yield
+
+
+native_only = pytest.mark.skipif(kernels.compiler() is None, reason="the native kernel needs a C compiler")
 
 
 def train_auc(model: BPR, split: Split) -> float:
@@ -62,8 +57,9 @@ def train_auc(model: BPR, split: Split) -> float:
     return float((right.sum(axis=(1, 2)) / pairs).mean())
 
 
-def test_checkerboard_recommends_the_held_out_item(board):
-    model = BPR(factors=4, iterations=30, lr=0.1, batch_size=48).fit(board)
+@pytest.mark.parametrize("kernel", ["torch", pytest.param("native", marks=native_only)])
+def test_checkerboard_recommends_the_held_out_item(board, kernel):
+    model = BPR(factors=4, iterations=30, lr=0.1, batch_size=48, kernel=kernel).fit(board)
     items, _ = recommend_all(model, board.num_users, 1, exclude=seen_items(board))
     assert (items[:, 0].numpy() == held_out_items(board)).all()
 
@@ -119,58 +115,122 @@ def test_verification_is_exact_in_a_bitmap(negatives):
     assert 0 < kept.mean() < 1
 
 
-def test_a_padded_batch_moves_what_the_batch_moves(board):
-    """The compiled step's last batch is padded with skipped triples: they change no factor and add no loss."""
+def start_factors(shape: Split | tuple[int, int], width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random factors of `width` columns for a split's (or a (users, items) shape's) users and items, the users'
+    last column 1 (the item-bias layout)."""
+    num_users, num_items = (shape.num_users, shape.num_items) if isinstance(shape, Split) else shape
+    generator = torch.Generator().manual_seed(seed)
+    users = torch.randn(num_users, width, generator=generator).mul_(0.3)
+    users[:, -1] = 1.0
+    return users, torch.randn(num_items, width, generator=generator).mul_(0.3)
+
+
+def replay(start, record: np.ndarray, settings: StepSettings) -> tuple[np.ndarray, np.ndarray, float]:
+    """implicit's per-triple SGD over recorded draws (user, positive, negative, kept), in numpy, one triple at a time:
+    the factors after them and the summed loss of the kept triples before each step."""
+    p_all, q_all = (t.numpy().copy() for t in start)
+    lr, reg, item_bias = settings
+    loss = 0.0
+    for user, positive, negative, kept in record.T:
+        if not kept:
+            continue
+        p, qi, qj = p_all[user].copy(), q_all[positive].copy(), q_all[negative].copy()
+        x = float(p @ (qi - qj))
+        loss += float(np.logaddexp(0.0, -x))
+        pull = lr / (1.0 + np.exp(x))
+        p_all[user] += pull * (qi - qj) - lr * reg * p
+        if item_bias:
+            p_all[user, -1] = 1.0
+        q_all[positive] += pull * p - lr * reg * qi
+        q_all[negative] += -pull * p - lr * reg * qj
+    return p_all, q_all, loss
+
+
+@native_only
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+@pytest.mark.parametrize("structure", ["bitmap", "hash table"])
+def test_native_kernel_draws_verifies_and_steps_as_implicit(negatives, structure):
+    """The C kernel's recorded draws: a uniform nonzero's user and item, a negative skipped exactly where the user
+    has it (bitmap or hash table); its factors: implicit's step applied triple after triple (a numpy replay)."""
+    shape, density = ((37, 301), 0.2) if structure == "bitmap" else ((40, 3000), 0.002)
+    dense, matrix = random_binary(shape, density, seed=6)
+    sampler = TripleSampler.build(matrix, torch.device("cpu"), negatives, verify=True)
+    assert (sampler.bitmap is not None) == (structure == "bitmap")
+    settings = StepSettings(lr=0.05, regularization=0.01, item_bias=True)
+    start = start_factors(shape, 5, seed=0)
+    factors = tuple(t.clone() for t in start)
+    count = 20_000
+    record = torch.empty(4, count, dtype=torch.int64)
+    loss, kept = NativeKernel(factors, sampler, settings).run(7, count, record)
+    users, positives, drawn, keep = record.numpy()
+    assert dense[users, positives].all() and kept == keep.sum()
+    np.testing.assert_array_equal(keep == 0, dense[users, drawn])
+    assert (keep == 0).any()
+    # a uniform nonzero: each user drawn in proportion to its row's nonzeros
+    shares = np.bincount(users, minlength=shape[0]) / count
+    np.testing.assert_allclose(shares, dense.sum(1) / dense.sum(), atol=0.015)
+    expected_users, expected_items, expected_loss = replay(start, record.numpy(), settings)
+    np.testing.assert_allclose(factors[0].numpy(), expected_users, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(factors[1].numpy(), expected_items, rtol=1e-4, atol=1e-5)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+
+
+@native_only
+def test_one_native_triple_is_the_torch_kernels_step(board):
+    """For a single triple the two kernels are one formula: the C kernel's step equals batch_steps' (torch, the
+    CUDA path), applied with index-adds, from the same factors."""
+    sampler = TripleSampler.build(views.user_item_matrix(board, "binary"), torch.device("cpu"), "uniform", True)
+    settings = StepSettings(lr=0.1, regularization=0.05, item_bias=True)
+    moved = 0
+    for seed in range(20):
+        start = start_factors(board, 5, seed)
+        native = tuple(t.clone() for t in start)
+        record = torch.empty(4, 1, dtype=torch.int64)
+        loss, kept = NativeKernel(native, sampler, settings).run(seed, 1, record)
+        user, positive, negative, keep = record[:, 0]
+        triples = bpr.Triples(user[None], torch.stack([positive, negative]), keep[None].float())
+        user_step, item_step, torch_loss = batch_steps(start, triples, settings)
+        expected = start[0].index_add(0, triples.users, user_step), start[1].index_add(0, triples.items, item_step)
+        torch.testing.assert_close(native[0], expected[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(native[1], expected[1], rtol=1e-5, atol=1e-6)
+        assert loss == pytest.approx(float(torch_loss), rel=1e-5, abs=1e-7)
+        moved += kept
+    assert 0 < moved < 20  # kept and skipped triples both met (4 of a checkerboard user's 10 items are its own)
+
+
+@native_only
+def test_native_kernel_repeats_itself_from_a_seed(board):
     sampler = TripleSampler.build(views.user_item_matrix(board, "binary"), torch.device("cpu"), "popularity", True)
-    triples = sampler.sample(5, torch.Generator().manual_seed(3))
-    start = torch.randn(board.num_users, 5), torch.randn(board.num_items, 5)
-    plain = tuple(t.clone() for t in start)
-    padded = tuple(t.clone() for t in start)
     settings = StepSettings(lr=0.1, regularization=0.01, item_bias=True)
-    loss = sgd_step(plain, triples, settings)
-    padded_loss = sgd_step(padded, pad_triples(triples, 8), settings)
-    assert torch.equal(plain[0], padded[0]) and torch.equal(plain[1], padded[1]) and loss == padded_loss
-    assert not torch.equal(plain[1], start[1])
+    runs = []
+    for seed in (3, 3, 4):
+        factors = start_factors(board, 5, seed=0)
+        NativeKernel(factors, sampler, settings).run(seed, 500)
+        runs.append(factors[1])
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
-def test_compile_auto_is_for_large_cpu_fits():
-    """auto compiles where the fit's triples repay the compilation, on the CPU only; true/false decide alone."""
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    large, small = COMPILE_MIN_TRIPLES // 10, COMPILE_MIN_TRIPLES // 1000
-    assert BPR(iterations=10).compiles(cpu, large) == compiler_present()
-    assert not BPR(iterations=10).compiles(cpu, small) and not BPR(iterations=10).compiles(cuda, large)
-    assert BPR(compile=True).compiles(cpu, 1) and not BPR(compile=False).compiles(cpu, large)
+@native_only
+def test_native_fits_repeat_bit_for_bit_on_one_thread(board, one_thread):
+    settings = {"factors": 4, "iterations": 5, "lr": 0.1, "batch_size": 20, "kernel": "native"}
+    first = BPR(**settings).fit(board).item_vectors()
+    assert torch.equal(BPR(**settings).fit(board).item_vectors(), first)
+    assert not torch.equal(BPR(**settings, seed=1).fit(board).item_vectors(), first)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not compiler_present(), reason="torch.compile on the CPU needs a C++ compiler")
-def test_the_compiled_step_trains_as_the_eager_one(board, one_thread):
-    """compile=True (one inductor kernel per batch) gives the eager factors to float rounding, and repeats itself
-    bit for bit on one thread. ~10-30 s: the compilation."""
-    settings = {"factors": 4, "iterations": 5, "lr": 0.1, "batch_size": 20}  # 48 nonzeros: a padded last batch
-    eager = BPR(compile=False, **settings).fit(board).item_vectors()
-    compiled = BPR(compile=True, **settings).fit(board).item_vectors()
-    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
-    assert torch.equal(BPR(compile=True, **settings).fit(board).item_vectors(), compiled)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not compiler_present(), reason="torch.compile on the CPU needs a C++ compiler")
-def test_the_compiled_step_trains_hogwild_on_lanes(board):
-    """compile=True on 2 threads: the lanes take the epoch's batches (each drawn from (seed, epoch, batch)) and run
-    the GIL-free kernel on them in place on shared factors, Hogwild; the fit learns the checkerboard as one thread
-    does, from other draws. ~20-40 s: the compilation (inductor's C++ wrapper)."""
-    settings = {"factors": 4, "iterations": 30, "lr": 0.1, "batch_size": 8, "compile": True}  # 6 batches an epoch
+@native_only
+def test_native_kernel_trains_hogwild_on_lanes(board):
+    """kernel=native on 2 threads: the lanes take the epoch's batches (each drawn from (seed, epoch, batch)) and run
+    the kernel, which holds no GIL, in place on shared factors; the fit learns the checkerboard as one thread does."""
+    settings = {"factors": 4, "iterations": 30, "lr": 0.1, "batch_size": 8, "kernel": "native"}  # 6 batches an epoch
     with torch_threads(2):
         model = BPR(**settings).fit(board)
-    with torch_threads(1):  # one stream of batches drawn from (seed, epoch): other triples, other factors
-        assert not torch.equal(BPR(**settings).fit(board).item_vectors(), model.item_vectors())
     items, _ = recommend_all(model, board.num_users, 1, exclude=seen_items(board))
     assert (items[:, 0].numpy() == held_out_items(board)).all()
     assert train_auc(model, board) > 0.9
     # a batch's draws depend on (seed, epoch, batch) only, not on the lane that takes it
-    first, again = (model.batch_generator(4, 2).initial_seed() for _ in range(2))
-    assert first == again != model.batch_generator(4, 3).initial_seed()
+    assert model.batch_seed(4, 2) == model.batch_seed(4, 2) != model.batch_seed(4, 3)
+    assert model.batch_seed(4, 2) != BPR(seed=1).batch_seed(4, 2)
 
 
 def test_bias_column_meets_the_ones_column(board):
@@ -224,22 +284,20 @@ def test_trains_on_cuda(board):
     assert train_auc(model.cpu(), board) > 0.9
 
 
-@pytest.mark.slow
-def test_auto_trains_eagerly_where_compiling_fails(board, monkeypatch, caplog):
-    """With a compiler inductor cannot run, compile=auto warns and trains with the eager step; compile=true raises."""
-    import torch._inductor.config
-
-    monkeypatch.setattr(bpr, "COMPILE_MIN_TRIPLES", 1)  # auto compiles this small fit
-    settings = {"factors": 3, "iterations": 2, "batch_size": 20}
-    broken = {"fx_graph_cache": False, "cpp.cxx": (None, "/nonexistent/c++")}  # no cached kernel either
-    with torch._inductor.config.patch(broken), caplog.at_level(logging.WARNING):
-        model = BPR(compile="auto", **settings).fit(board)
-        assert "torch.compile failed" in caplog.text and "training with the eager step" in caplog.text
-        torch.testing.assert_close(model.item_vectors(), BPR(compile=False, **settings).fit(board).item_vectors())
-        torch._dynamo.reset()
-        with pytest.raises(Exception, match=r"(?i)compil"):
-            BPR(compile=True, **settings).fit(board)
-    torch._dynamo.reset()
+def test_auto_trains_with_the_torch_kernel_where_no_compiler_builds(board, monkeypatch, caplog):
+    """No C compiler: kernel=auto warns and trains with the torch kernel; kernel=native raises."""
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    kernels.load.cache_clear()  # the process's loaded library: looked for again
+    try:
+        settings = {"factors": 3, "iterations": 2, "batch_size": 20}
+        with caplog.at_level(logging.WARNING):
+            model = BPR(kernel="auto", **settings).fit(board)
+        assert "/nonexistent/cc" in caplog.text and "training with the torch kernel" in caplog.text
+        assert torch.equal(model.item_vectors(), BPR(kernel="torch", **settings).fit(board).item_vectors())
+        with pytest.raises(kernels.KernelUnavailable, match="/nonexistent/cc"):
+            BPR(kernel="native", **settings).fit(board)
+    finally:
+        kernels.load.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -248,7 +306,7 @@ def test_auto_trains_eagerly_where_compiling_fails(board, monkeypatch, caplog):
         ({"negatives": "hard"}, "valid choices: popularity, uniform"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"lr": 0.0}, "lr > 0"),
-        ({"compile": "yes"}, "compile must be one of true, false, auto"),
+        ({"kernel": "cuda"}, "unknown BPR kernel 'cuda'; valid choices: auto, native, torch"),
         ({"init": "pretrained"}, r"BPR: model.init='pretrained'; valid choices: random, audio"),
         ({"init": "audio", "reduce": "svd"}, r"model.reduce='svd'; valid choices: pca, random"),
     ],

@@ -1,40 +1,32 @@
 """BPR (Rendle et al. 2009) as a LightningModule: SGD on (user, positive, negative) triples sampled on the device.
 
 The update is implicit's per-sample SGD (x_uij = p_u.(q_i - q_j) + b_i - b_j; every factor moves by
-lr * (sigmoid(-x_uij) * gradient - regularization * factor)), applied to a batch of triples at once with index-adds
-(the steps of a row drawn twice in a batch add up), as implicit's Hogwild threads apply theirs without locks. An
-epoch draws as many triples as the matrix has nonzeros, in one training step (Lightning's per-step work is paid once
-an epoch): a loop over batches of batch_size triples, each one call of `sgd_step` (about 25 whole-batch tensor
-operations). The random draws come from a generator seeded by (seed, epoch), so a run resumed from an epoch's
-checkpoint repeats the uninterrupted one.
+lr * (sigmoid(-x_uij) * gradient - regularization * factor)). An epoch draws as many triples as the matrix has
+nonzeros, in one training step (Lightning's per-step work is paid once an epoch), in batches of batch_size triples.
+Two kernels run it (`kernel`):
 
-On the CPU the eager operations each stream the batch's (n, d) arrays through memory, ~25 times a batch. With
-`compile` (auto: on a CPU with a C++ compiler, for fits large enough to repay it), sgd_step runs through
-torch.compile, whose inductor fuses it into a few single-threaded loops over the batch (~2x faster per epoch on
-synthetic small); the eager path is the same function, and is what runs on CUDA and in the tests' small fits.
-Compiled on a CPU with several threads, the step runs Hogwild, as implicit's threads do: each lane (models/factors.py
-Lanes) takes the epoch's next batch, draws it from (seed, epoch, batch) and runs the compiled kernel on it, which
-holds no GIL (inductor's C++ wrapper), while the other lanes run theirs on the same factors, without locks: a row two
-lanes update at once may lose one of the steps, so the factors then depend on the thread count and on the
-scheduling, as implicit's do (one thread keeps its single-stream run, bit for bit).
-Without compile, on a CPU with several threads, each batch is cut into one slice per lane (models/factors.py Lanes):
-the lanes compute their slices' steps from the same factors with single-threaded operations, then apply them in
-slice order, so the result does not depend on the thread count and no thread barrier is paid per operation (on a
-shared CPU each one stalls).
+- native, on the CPU (auto picks it where a C compiler builds it): models/kernels/bpr.c draws, verifies and applies
+  each triple in one pass, as implicit's loop does, touching the three rows once while they are in cache. With
+  several CPU threads the batches run Hogwild: each lane (models/factors.py Lanes) takes the epoch's next batch and
+  runs the kernel on it, which holds no GIL, on the shared factors without locks; a row two lanes update at once may
+  lose one of the steps, so the factors then depend on the scheduling, as implicit's do. A batch's draws come from
+  (seed, epoch, batch) alone, so one thread repeats itself bit for bit and a resumed run the uninterrupted one.
+- torch, on CUDA and where no compiler works: the same formula for a whole batch at once (`batch_steps`, about 25
+  tensor operations), from the batch's starting factors, applied with index-adds (a row drawn twice in a batch gets
+  the sum of its steps), as a GPU wants it. Its draws come from a generator seeded by (seed, epoch). On a CPU with
+  several threads, each batch is cut into one slice per lane: the lanes compute their slices' steps from the same
+  factors with single-threaded operations, then apply them in slice order, so the result does not depend on the
+  thread count and no thread barrier is paid per operation (on a shared CPU each one stalls).
 
 As in implicit, the item bias is the item vectors' last column and the user vectors' last column is 1: one gather,
-one dot product and one index-add per side carry both the factors and the bias.
+one dot product and one update per side carry both the factors and the bias.
 """
 
 from __future__ import annotations
 
-import contextvars
+import ctypes
 import itertools
 import logging
-import os
-import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -44,6 +36,7 @@ import torch
 
 from yambda_dl.data import views
 from yambda_dl.data.csr import CSR
+from yambda_dl.models import kernels
 from yambda_dl.models.base import NotFittedError
 from yambda_dl.models.factors import (
     FactorVectors,
@@ -66,12 +59,9 @@ log = logging.getLogger(__name__)
 
 # "popularity": the item of a uniformly drawn nonzero (implicit's sampler); "uniform": any train item alike
 NEGATIVE_SAMPLERS = ("popularity", "uniform")
-COMPILE_CHOICES = (True, False, "auto")
-# compile="auto" compiles the step on a CPU from this many triples per fit (nnz x iterations): compiling takes
-# ~10-25 s (2-core machine; a few seconds once inductor's disk cache has it), the compiled step saves ~0.3-0.6 us
-# of the eager ~0.6-1.2 us per triple (synthetic small, 1 thread): 100 iterations of small (6.8e7) and 10 of 50m
-# (9e7) compile, 10 of small (6.8e6) do not
-COMPILE_MIN_TRIPLES = 50_000_000
+# native: models/kernels/bpr.c on the CPU; torch: batched tensor operations (CUDA's path); auto: native where it
+# runs (a CPU with a C compiler that builds it), else torch
+KERNELS = ("auto", "native", "torch")
 # Negatives are verified exactly, by one of two structures built once per fit:
 # - a bitmap of the user x item matrix (one bit per cell: a lookup is one random byte read and a shift), when it
 #   takes at most _BITMAP_BYTES_PER_NONZERO bytes per nonzero (density >= 1 / 256: synthetic small's 0.9%; 50m's
@@ -210,7 +200,7 @@ class Triples(NamedTuple):
 
 
 class StepSettings(NamedTuple):
-    """The step's constants (torch.compile specialises its kernel on them)."""
+    """The step's constants."""
 
     lr: float
     regularization: float
@@ -243,66 +233,58 @@ def batch_steps(
     return user_step, item_step, loss
 
 
-def sgd_step(factors: tuple[torch.Tensor, torch.Tensor], triples: Triples, settings: StepSettings) -> torch.Tensor:
-    """batch_steps, added to the factors in place (index-adds sum a repeated row's steps); returns the summed loss.
+class NativeKernel:
+    """models/kernels/bpr.c bound to one fit's factors and sampler: `run(seed, count)` draws and applies `count`
+    triples in place. The factors stay where they are (float32, contiguous, on the CPU); the kernel reads the
+    sampler's arrays, bitmap or hash table (no copy). ctypes releases the GIL for the call: lanes run it side by
+    side."""
 
-    Written as one function so that torch.compile can fuse it: the gathers, ~20 elementwise operations and the two
-    index-adds become a few loops over the batch, instead of ~25 passes over (n, d) arrays.
-    """
-    user_step, item_step, loss = batch_steps(factors, triples, settings)
-    factors[0].index_add_(0, triples.users, user_step)
-    factors[1].index_add_(0, triples.items, item_step)
-    return loss
+    def __init__(self, factors: tuple[torch.Tensor, torch.Tensor], sampler: TripleSampler, settings: StepSettings):
+        function = kernels.load("bpr").bpr_batch
+        pointer, i64 = ctypes.c_void_p, ctypes.c_int64
+        function.argtypes = [pointer, pointer, i64, ctypes.c_int, pointer, pointer, i64, i64, ctypes.c_int]
+        function.argtypes += [pointer, pointer, i64, ctypes.c_int, ctypes.c_uint64, i64, ctypes.c_float]
+        function.argtypes += [ctypes.c_float, ctypes.POINTER(ctypes.c_double), pointer]
+        function.restype = i64
+        for name, tensor in (("user factors", factors[0]), ("item factors", factors[1])):
+            if tensor.device.type != "cpu" or tensor.dtype != torch.float32 or not tensor.is_contiguous():
+                raise ValueError(
+                    f"BPR's native kernel needs contiguous float32 {name} on the CPU; got {tensor.dtype} "
+                    f"on {tensor.device}"
+                )
+        self._function, self._factors, self._sampler = function, factors, sampler  # references keep them alive
+        table = sampler.table
+        self._arguments = (
+            factors[0].data_ptr(),
+            factors[1].data_ptr(),
+            factors[1].shape[1],
+            int(settings.item_bias),
+            sampler.users.data_ptr(),
+            sampler.items.data_ptr(),
+            sampler.nnz,
+            sampler.num_items,
+            int(sampler.negatives == "popularity"),
+            None if sampler.bitmap is None else sampler.bitmap.data_ptr(),
+            None if table is None else table.data_ptr(),
+            0 if table is None else table.shape[1],
+            sampler.hash_shift,
+        )
+        self._settings = settings
 
-
-def compiler_present() -> bool:
-    """Whether a C++ compiler is on the PATH (or in $CXX): torch.compile's CPU code generation needs one."""
-    return any(shutil.which(name) for name in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if name)
-
-
-def compiled_sgd_step(release_gil: bool = False) -> Callable[..., torch.Tensor]:
-    """sgd_step through torch.compile (inductor), its CPU loops single-threaded: no atomic adds racing between
-    threads, so a run repeats itself bit for bit (and a resumed run the uninterrupted one). Compiled on first call,
-    once per batch shape and settings; inductor caches the result on disk for later processes.
-
-    release_gil: through inductor's C++ wrapper (cpp_wrapper), which runs the whole step without Python's GIL, so
-    that lanes run it side by side (the default Python wrapper calls the kernel holding the GIL: two lanes then took
-    3x one lane's time, measured); its first compilation takes a little longer (43 s against 36 s with an empty
-    inductor cache, on a loaded 2-core machine)."""
-    options: dict[str, object] = {"cpp.threads": 1}
-    if release_gil:
-        options["cpp_wrapper"] = True
-    return torch.compile(sgd_step, dynamic=False, fullgraph=True, options=options)
-
-
-@contextmanager
-def single_thread(device: torch.device) -> Iterator[None]:
-    """torch's CPU threads at 1 while the compiled step runs: its kernel is single-threaded, and the sampler's small
-    operations would otherwise meet at a thread barrier each (on a shared CPU each one stalls: 2.15x implicit's time
-    at 2 threads against 0.83x at 1, measured beside other work)."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def pad_triples(triples: Triples, size: int) -> Triples:
-    """Triples padded to `size` with skipped ones (user 0, items 0, kept 0: a zero step), so that the last, smaller
-    batch of an epoch runs the kernel compiled for the others."""
-    n = len(triples.users)
-    if n == size:
-        return triples
-    pad = triples.users.new_zeros(size - n)
-    return Triples(
-        torch.cat([triples.users, pad]),
-        torch.cat([triples.items[:n], pad, triples.items[n:], pad]),
-        torch.cat([triples.kept, triples.kept.new_zeros(size - n)]),
-    )
+    def run(self, seed: int, count: int, record: torch.Tensor | None = None) -> tuple[float, int]:
+        """Draw `count` triples from `seed` and apply the kept ones: (their summed loss before each step, how many
+        were kept). record: an int64 (4, count) tensor to receive every draw's user, positive, negative and kept."""
+        loss = ctypes.c_double(0.0)
+        kept = self._function(
+            *self._arguments,
+            seed,
+            count,
+            self._settings.lr,
+            self._settings.regularization,
+            ctypes.byref(loss),
+            None if record is None else record.data_ptr(),
+        )
+        return loss.value, int(kept)
 
 
 class BPR(FactorVectors, lightning.LightningModule):
@@ -313,8 +295,8 @@ class BPR(FactorVectors, lightning.LightningModule):
     negative the user has); lr is implicit's learning_rate, named as SASRec and torch's optimizers name it; plus
     batch_size (triples updated together), negatives, and init_scale: factors start uniform in
     [-init_scale / 2, init_scale / 2) / factors (implicit's start at 1.0), biases at 0. memory_fraction: the share
-    of the device's free memory the sampler may take. compile: true, false or auto, whether the step runs through
-    torch.compile (auto: on a CPU with a C++ compiler when nnz x iterations >= COMPILE_MIN_TRIPLES).
+    of the device's free memory the sampler may take. kernel: native (the C kernel, CPU only), torch (batched
+    tensor operations, any device) or auto (native where it builds, else torch; see the module's docstring).
     init: random (the uniform start above) or audio: the items with an audio vector start from its projection
     (reduce: pca | random, of the view's `column`), scaled to init_std (null: the random start's root-mean-square);
     models/factors.py audio_start. ckpt_path resumes fitting from a Lightning checkpoint.
@@ -335,7 +317,7 @@ class BPR(FactorVectors, lightning.LightningModule):
         reduce: str = "pca",
         column: str = "normalized_embed",
         init_std: float | None = None,
-        compile: bool | str = "auto",
+        kernel: str = "auto",
         seed: int = 0,
         memory_fraction: float = DEFAULT_FRACTION,
         ckpt_path: str | None = None,
@@ -347,8 +329,8 @@ class BPR(FactorVectors, lightning.LightningModule):
             if value < 1:
                 raise ValueError(f"BPR {name} must be >= 1, got {value}")
         check_init("BPR", init, reduce, column, init_std)
-        if compile not in COMPILE_CHOICES:
-            raise ValueError(f"BPR compile must be one of true, false, auto; got {compile!r}")
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown BPR kernel {kernel!r}; valid choices: {', '.join(KERNELS)}")
         if lr <= 0 or regularization < 0 or init_scale <= 0:
             raise ValueError(
                 f"BPR needs lr > 0, regularization >= 0 and init_scale > 0; got lr={lr}, "
@@ -364,7 +346,7 @@ class BPR(FactorVectors, lightning.LightningModule):
             init_scale,
             seed,
         )
-        self.ckpt_path, self.memory_fraction, self.compile_step = ckpt_path, memory_fraction, compile
+        self.ckpt_path, self.memory_fraction, self.kernel = ckpt_path, memory_fraction, kernel
         self.init, self.reduce, self.column, self.init_std = init, reduce, column, init_std
         self.automatic_optimization = False  # implicit's SGD rule, applied in place: no autograd graph
         # (users, factors [+ 1]) and (items, factors [+ 1]): with item_bias, a column of ones and the biases
@@ -373,7 +355,7 @@ class BPR(FactorVectors, lightning.LightningModule):
         self._matrix: CSR | None = None
         self._sampler: TripleSampler | None = None
         self._lanes: Lanes | None = None
-        self._step: Callable[..., torch.Tensor] | None = None  # the compiled sgd_step, while fitting with it
+        self._native: NativeKernel | None = None  # the C kernel, while fitting with it
 
     @property
     def max_epochs(self) -> int:
@@ -409,54 +391,32 @@ class BPR(FactorVectors, lightning.LightningModule):
         finally:  # also when fitting stops with an error: the lanes' threads end with it
             if self._lanes is not None:
                 self._lanes.shutdown()
-            self._matrix = self._sampler = self._lanes = self._step = None  # only needed while fitting
+            self._matrix = self._sampler = self._lanes = self._native = None  # only needed while fitting
         return self
 
     def on_fit_start(self) -> None:
         """The sampler on the device (16 bytes per nonzero; up to ~38 more for what verifies negatives); on a CPU with
-        several threads, the lanes; the compiled step where it compiles."""
+        several threads, the lanes; the native kernel where it runs."""
+        if self.kernel == "native" and self.device.type != "cpu":  # before building anything
+            raise ValueError(f"BPR kernel=native runs on the CPU, not {self.device}; valid choices there: torch, auto")
         self._sampler = TripleSampler.build(
             self._matrix, self.device, self.negatives, self.verify_negatives, self.memory_fraction
         )
         self._lanes = cpu_lanes(self.device)
-        if self.compiles(self.device, self._matrix.nnz):
-            self._step = self._compiled_step()
+        self._native = self._native_kernel()
 
-    def _compiled_step(self) -> Callable[..., torch.Tensor] | None:
-        """compiled_sgd_step, compiled here (before the first epoch) on a batch of skipped triples, a zero step; with
-        lanes, the GIL-free variant, compiled on a lane in this thread's context (dynamo's guards check the calling
-        thread's grad mode: the lanes then run what was compiled). Where compiling fails (no working compiler, an
-        unsupported platform), compile=true raises and auto returns None, with a warning: the eager step trains
-        instead."""
-        step = compiled_sgd_step(release_gil=self._lanes is not None)
-        size = min(self.batch_size, self._sampler.nnz)
-        index = torch.zeros(2 * size, dtype=torch.int64, device=self.device)
-        skipped = Triples(index[:size], index, torch.zeros(size, device=self.device))
-
-        def compile_step() -> None:
-            with torch.no_grad(), single_thread(self.device):
-                step((self.user_factors, self.item_factors), skipped, self.step_settings)
-
-        try:
-            if self._lanes is None:
-                compile_step()
-            else:  # in this thread's context: inductor's config overrides (config.patch) are context variables
-                context = contextvars.copy_context()
-                self._lanes.run([lambda: context.run(compile_step)])
-        except Exception as error:  # whatever inductor or the compiler raised: auto falls back to the eager step
-            if self.compile_step is True:
-                raise
-            first = next((line for line in str(error).splitlines() if line.strip()), "")
-            log.warning("BPR: torch.compile failed (%s: %s); training with the eager step", type(error).__name__, first)
+    def _native_kernel(self) -> NativeKernel | None:
+        """The C kernel for kernel=native, or auto on the CPU; None for torch. Where it cannot be built (no working
+        compiler), native raises and auto warns and trains with the torch kernel."""
+        if self.kernel == "torch" or self.device.type != "cpu":
             return None
-        return step
-
-    def compiles(self, device: torch.device, nnz: int) -> bool:
-        """Whether this fit runs the compiled sgd_step: `compile` true, or auto on a CPU with a C++ compiler and
-        enough triples (nnz x iterations) to repay the compilation."""
-        if self.compile_step != "auto":
-            return bool(self.compile_step)
-        return device.type == "cpu" and nnz * self.iterations >= COMPILE_MIN_TRIPLES and compiler_present()
+        try:
+            return NativeKernel((self.user_factors, self.item_factors), self._sampler, self.step_settings)
+        except kernels.KernelUnavailable as error:
+            if self.kernel == "native":
+                raise
+            log.warning("BPR: %s; training with the torch kernel", error)
+            return None
 
     def epoch_generator(self, epoch: int) -> torch.Generator:
         """The generator of one epoch's draws, from (seed, epoch) alone: a resumed run draws what the uninterrupted
@@ -464,17 +424,16 @@ class BPR(FactorVectors, lightning.LightningModule):
         state = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
         return torch.Generator(device=self.device).manual_seed(state)
 
-    def batch_generator(self, epoch: int, batch: int) -> torch.Generator:
-        """The generator of one batch's draws in a Hogwild epoch, from (seed, epoch, batch) alone: whichever lane
-        takes the batch draws the same triples."""
-        state = int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1, np.uint64)[0] >> 1)
-        return torch.Generator(device=self.device).manual_seed(state)
+    def batch_seed(self, epoch: int, batch: int) -> int:
+        """The native kernel's seed for one batch, from (seed, epoch, batch) alone: whichever lane takes the batch
+        draws the same triples."""
+        return int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1, np.uint64)[0])
 
     def training_step(self, step: int, batch_idx: int) -> None:
         """One epoch: nnz triples in batches of batch_size (the last one smaller), one SGD update per batch."""
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            if self._step is not None and self._lanes is not None:
-                loss_sum, kept_sum = self._hogwild_epoch(self.current_epoch)
+            if self._native is not None:
+                loss_sum, kept_sum = self._native_epoch(self.current_epoch)
             else:
                 loss_sum, kept_sum = self._epoch(self.current_epoch)
         # the mean BPR loss of the epoch's kept triples, each before its batch's step
@@ -483,59 +442,46 @@ class BPR(FactorVectors, lightning.LightningModule):
         self.optimizers().step()  # moves Lightning's global step (checkpoints key on it); changes no factor
 
     def _epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One epoch in a single stream of batches (the summed loss and kept count): the compiled kernel, or the eager
-        step (on a CPU with several threads, each batch's slices computed on the lanes, then applied)."""
+        """One epoch of the torch kernel (the summed loss and kept count): a stream of batches, each step computed
+        from the batch's starting factors, then applied (on a CPU with several threads, the batch's slices computed
+        side by side on the lanes)."""
         sampler, generator = self._sampler, self.epoch_generator(epoch)
         loss_sum = torch.zeros((), device=self.device)
         kept_sum = torch.zeros((), device=self.device)
-        factors, settings = (self.user_factors, self.item_factors), self.step_settings
-        with single_thread(self.device) if self._step is not None else nullcontext():
-            for start in range(0, sampler.nnz, self.batch_size):
-                drawn = sampler.draw(min(self.batch_size, sampler.nnz - start), generator)
-                if self._step is not None:  # one compiled kernel; the last batch padded to the compiled shape
-                    triples = pad_triples(sampler.resolve(*drawn), min(self.batch_size, sampler.nnz))
-                    loss_sum += self._step(factors, triples, settings)
-                    kept_sum += triples.kept.sum()
-                    continue
-                if self._lanes is None:
-                    steps = [self._batch_steps(sampler.resolve(*drawn))]
-                else:  # the batch's slices computed side by side from the same factors, then applied
-                    slices = zip(*(part.tensor_split(self._lanes.lanes) for part in drawn), strict=True)
-                    steps = self._lanes.map(lambda part: self._batch_steps(sampler.resolve(*part)), slices)
-                self._apply_steps(steps)
-                loss_sum += sum(step.loss for step in steps)
-                kept_sum += sum(step.kept for step in steps)
+        for start in range(0, sampler.nnz, self.batch_size):
+            drawn = sampler.draw(min(self.batch_size, sampler.nnz - start), generator)
+            if self._lanes is None:
+                steps = [self._batch_steps(sampler.resolve(*drawn))]
+            else:
+                slices = zip(*(part.tensor_split(self._lanes.lanes) for part in drawn), strict=True)
+                steps = self._lanes.map(lambda part: self._batch_steps(sampler.resolve(*part)), slices)
+            self._apply_steps(steps)
+            loss_sum += sum(step.loss for step in steps)
+            kept_sum += sum(step.kept for step in steps)
         return loss_sum, kept_sum
 
     @property
     def step_settings(self) -> StepSettings:
         return StepSettings(self.lr, self.regularization, self.item_bias)
 
-    def _hogwild_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One epoch of the compiled step on every lane at once (the summed loss and kept count): each lane takes
-        the next batch number from a shared counter (next() on itertools.count is atomic under the GIL), draws it
-        and runs the GIL-free kernel on it, in place on the shared factors without locks, as implicit's threads do.
-        A lane that is descheduled delays its own batch only; the lanes meet once an epoch."""
-        sampler, step, settings = self._sampler, self._step, self.step_settings
-        size = min(self.batch_size, sampler.nnz)
-        batches, counter = -(-sampler.nnz // size), itertools.count()
-        factors = (self.user_factors, self.item_factors)
+    def _native_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch of the native kernel (the summed loss and kept count). One thread runs the batches in order; with
+        lanes, each lane takes the next batch number from a shared counter (next() on itertools.count is atomic
+        under the GIL) and runs the kernel on it, in place on the shared factors without locks (Hogwild). A lane
+        that is descheduled delays its own batch only; the lanes meet once an epoch."""
+        nnz, native = self._sampler.nnz, self._native
+        size = min(self.batch_size, nnz)
+        batches, counter = -(-nnz // size), itertools.count()
 
-        def lane() -> tuple[torch.Tensor, torch.Tensor]:
-            loss, kept = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-            # grad mode and autocast are per thread: the lane's own, as when the kernel was compiled there
-            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-                while (batch := next(counter)) < batches:
-                    drawn = sampler.draw(min(size, sampler.nnz - batch * size), self.batch_generator(epoch, batch))
-                    triples = pad_triples(sampler.resolve(*drawn), size)  # the compiled shape
-                    loss += step(factors, triples, settings)
-                    kept += triples.kept.sum()
+        def lane() -> tuple[float, int]:
+            loss, kept = 0.0, 0
+            while (batch := next(counter)) < batches:
+                batch_loss, batch_kept = native.run(self.batch_seed(epoch, batch), min(size, nnz - batch * size))
+                loss, kept = loss + batch_loss, kept + batch_kept
             return loss, kept
 
-        # each lane in a copy of this thread's context, as the kernel was compiled (inductor's config overrides)
-        contexts = [contextvars.copy_context() for _ in range(self._lanes.lanes)]
-        sums = self._lanes.map(lambda k: contexts[k].run(lane), range(self._lanes.lanes))
-        return sum(loss for loss, _ in sums), sum(kept for _, kept in sums)
+        sums = [lane()] if self._lanes is None else self._lanes.map(lambda _: lane(), range(self._lanes.lanes))
+        return torch.tensor(sum(loss for loss, _ in sums)), torch.tensor(float(sum(kept for _, kept in sums)))
 
     def _batch_steps(self, triples: Triples) -> _Steps:
         """batch_steps from the current factors, as a slice's _Steps (not applied)."""
