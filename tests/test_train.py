@@ -257,5 +257,24 @@ def test_tune_mode_evaluates_the_validation_day_while_training(tmp_path, filter_
     for name in ("ndcg@5", "recall@5", "hitrate@1", "coverage@5"):
         assert float(rows[-2][f"val/{name}"]) == pytest.approx(result["metrics"][name]), name
         assert float(rows[-1][f"val/{name}"]) == pytest.approx(result["metrics"][name]), name
+    # the target slices go to the logger too, beside the paper's metrics (metrics.json's, flattened)
+    assert float(rows[-1]["val/warm/ndcg@5"]) == pytest.approx(result["warm"]["ndcg@5"])
+    assert float(rows[-1]["val/warm/num_targets"]) == result["warm"]["num_targets"]
+    assert "val/cold/ndcg@5" not in rows[-1] or not rows[-1]["val/cold/ndcg@5"]  # no cold target: not logged
     # the catalogue is 5 items, so unmasked every user hits at 5; masked only user 4, whose target 50 is unplayed
     assert result["metrics"]["hitrate@5"] == pytest.approx(1 / 6 if filter_seen else 1.0)
+
+
+def test_the_logger_gets_every_slice_and_the_streaming_evaluation_flattened():
+    from yambda_dl.train import logged_metrics
+
+    slices = {"organic": {"ndcg@10": 0.4, "num_targets": 3}, "cold": None}
+    stream = {"metrics": {"ndcg@10": 0.3}, "frozen": {"ndcg@10": 0.2}, "state": "folded", "new_users": None}
+    assert logged_metrics("test", {"ndcg@10": 0.5}, slices, stream) == {
+        "test/ndcg@10": 0.5,
+        "test/organic/ndcg@10": 0.4,
+        "test/organic/num_targets": 3,
+        "test/stream/ndcg@10": 0.3,
+        "test/stream_frozen/ndcg@10": 0.2,
+    }
+    assert logged_metrics("val", {"ndcg@10": 0.5}, {}, None) == {"val/ndcg@10": 0.5}

@@ -478,7 +478,7 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
         return result  # under DDP every rank ranks and evaluates identically; one writes the outputs
     if logger is not None and metrics is not None:
         day = "test" if protocol.mode == "final" else "val"  # tune mode evaluates the validation day
-        logger.log_metrics({f"{day}/{name}": value for name, value in metrics.items()})
+        logger.log_metrics(logged_metrics(day, metrics, slices, stream))
     if cfg.save_recommendations and metrics is not None:
         write_recommendations(split, items, scores, out / "recommendations.parquet")
     folder.finish(result, status="finished" if refusal is None else "refused")
@@ -490,6 +490,24 @@ def _run(cfg: DictConfig, folder: RunFolder, ks: list[int], protocol: Any, resum
         tables = f"{format_metrics_table(metrics, ks)}\n\ntarget slices:\n{format_slices_table(slices, ks)}"
         log.info("%s; outputs in %s\n%s", title, out, tables)
     return result
+
+
+def logged_metrics(
+    day: str,
+    metrics: dict[str, float],
+    slices: dict[str, dict[str, float] | None],
+    stream: dict[str, Any] | None,
+) -> dict[str, float]:
+    """The final metrics as the logger gets them (what metrics.json holds, flattened): the paper's as
+    `{day}/{name}`, each target slice's as `{day}/{slice}/{name}`, the streaming evaluation's as
+    `{day}/stream/{name}` and `{day}/stream_frozen/{name}`; slices without targets are left out."""
+    logged = {f"{day}/{name}": value for name, value in metrics.items()}
+    parts = {name: values for name, values in slices.items() if values is not None}
+    if stream is not None:
+        parts |= {"stream": stream["metrics"], "stream_frozen": stream["frozen"]}
+    for part, values in parts.items():
+        logged |= {f"{day}/{part}/{name}": value for name, value in values.items() if isinstance(value, int | float)}
+    return logged
 
 
 def _close_logger(logger: Any | None, folder: RunFolder | None) -> None:
