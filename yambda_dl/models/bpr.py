@@ -470,6 +470,8 @@ class BPR(FactorVectors, lightning.LightningModule):
         under the GIL) and runs the kernel on it, in place on the shared factors without locks (Hogwild). A lane
         that is descheduled delays its own batch only; the lanes meet once an epoch."""
         nnz, native = self._sampler.nnz, self._native
+        if nnz == 0:  # nothing to draw from (the torch kernel's loop is empty then too)
+            return torch.zeros(()), torch.zeros(())
         size = min(self.batch_size, nnz)
         batches, counter = -(-nnz // size), itertools.count()
 
