@@ -80,7 +80,7 @@ def test_hand_computed_case(hand_split, caplog):
     assert (report.short_lists, report.non_candidate_items, report.truncated_lists) == (4, 2, 0)
     messages = caplog.text
     assert "1 of 6 ranked users have no row (1 of them evaluated)" in messages
-    assert "2 recommended item(s) in the top 3 are not train items" in messages
+    assert "2 recommended item(s) in the top 3 are not candidates (protocol.candidates=train)" in messages
     assert "4 list(s) are shorter than k=3" in messages
 
 
@@ -105,6 +105,7 @@ def test_run_eval_writes_a_run_folder_that_yambda_report_lists(popularity_layout
     assert run["manifest"]["recommendations"]["sha256"] and run["config"]["protocol"] == {
         "setup": "listen_plus",
         "mode": "final",
+        "candidates": "train",
     }
     # the lists hold 3 items at most: @10 and @100 equal @3
     assert "| als_top3 | 0.4385 | 0.4385 | 0.5000 | 0.5000 | 0.6000 | 0.6000 |" in markdown_table(collect([out]))
@@ -129,6 +130,26 @@ def test_the_command(popularity_layout, tmp_path, capsys):
     assert "target slices:" in out and "| recommended | 0 | 0 | - |" in out
     assert "| warm | 5 | 5 | 0.4000 | 0.5262 | 0.4000 | 0.6000 |" in out  # ndcg@3 = (2 + 1 / log2(3)) / 5
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["metrics"]["recall@3"] == 0.5
+
+
+def test_cold_candidates_are_scored_with_train_and_cold(popularity_layout, tmp_path, capsys):
+    """--candidates train_and_cold: item 99 (an audio vector, no train event) is a candidate after the 5 train items,
+    so user 6's 99 at rank 1 hits its target; 999 stays a miss in place. The paper's candidates: test_the_command."""
+    recs = tmp_path / "recs.parquet"
+    HAND.write_parquet(recs)
+    argv = [str(recs), "--root", str(popularity_layout.root), "--size", "hand", "--out", str(tmp_path / "o")]
+    argv += ["--ks", "1", "3", "--cache-dir", str(tmp_path / "splits"), "--candidates", "train_and_cold"]
+    assert main(argv) == 0
+    written = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert written["metrics"]["recall@1"] == pytest.approx(3 / 6) and written["metrics"]["ndcg@3"] == pytest.approx(
+        (3 + 1 / LOG2_3) / 6
+    )
+    assert written["metrics"]["coverage@1"] == pytest.approx(3 / 6)  # {10, 30, 99} of 6 candidates
+    assert written["cold"]["recall@1"] == 1.0 and written["recommendations"]["non_candidate_items"] == 1
+    assert read_run(tmp_path / "o")["config"]["protocol"]["candidates"] == "train_and_cold"
+    with pytest.raises(SystemExit):  # argparse: the valid choices, before any work
+        main([*argv[:-1], "all", "--out", str(tmp_path / "p")])
+    assert "invalid choice: 'all' (choose from 'train', 'train_and_cold')" in capsys.readouterr().err
 
 
 def bad(**columns) -> pl.DataFrame:

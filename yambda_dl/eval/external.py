@@ -10,9 +10,10 @@ How a table is read (docs/protocol.md):
 - a uid that is not a ranked user of the split, a repeated uid, a null, or an item twice in one user's top K is an
   error, raised before any metric is computed;
 - only the first K = max(ks) items of a list count; a shorter list is allowed, its empty ranks are misses;
-- an item that is not a train item is not a candidate under the protocol: it stays at its rank and counts as a miss
-  (never a hit, never in coverage), and a warning gives the count. Dropping it instead would move the later items
-  up and score the list better than it was submitted;
+- an item that is not a candidate (a train item; with `--candidates train_and_cold` also an item with an audio
+  vector and no train event) stays at its rank and counts as a miss (never a hit, never in coverage), and a warning
+  gives the count. Dropping it instead would move the later items up and score the list better than it was
+  submitted;
 - a ranked user without a row gets an empty list (every rank a miss), with a warning giving the count: the protocol
   evaluates every evaluated user, so leaving users out never raises a score.
 
@@ -64,7 +65,7 @@ class ListReport:
     missing_users: int  # ranked users without a row: empty lists
     missing_evaluated_users: int  # of them, users with targets (they score 0)
     short_lists: int  # rows with fewer than K items: the empty ranks are misses
-    non_candidate_items: int  # items in the top K that are not train items: misses in place
+    non_candidate_items: int  # items in the top K that are not candidates: misses in place
     truncated_lists: int  # rows with more than K items: only the first K count
 
 
@@ -133,7 +134,7 @@ def check_recommendations(recs: pl.DataFrame, source: str = "recommendations") -
 def to_dense(
     recs: pl.DataFrame, split: Split, k: int, source: str = "recommendations"
 ) -> tuple[torch.Tensor, ListReport]:
-    """(item_idx (num_ranked_users, k) int64, -1 = no item or a non-candidate, row = user_idx; ListReport).
+    """(candidate index (num_ranked_users, k) int64, -1 = no item or a non-candidate, row = user_idx; ListReport).
 
     The table is checked first (check_recommendations) and against the split: every uid a ranked user, no item
     twice in one user's top k. Vectorized: one pass over the flattened lists, no loop over users.
@@ -157,7 +158,7 @@ def to_dense(
     dense = np.full((split.num_users, k), EMPTY, dtype=np.int64)  # raw ids first, for the repeat check
     dense[rows, ranks] = raw_items
     _check_no_repeats(dense, split, source)
-    item_idx = split.item_index(raw_items)
+    item_idx = split.candidate_index(raw_items)  # train items; cold candidates after them (train_and_cold)
     dense[rows, ranks] = item_idx
     dense[dense == EMPTY] = -1
     has_row = np.zeros(split.num_users, dtype=bool)
@@ -212,11 +213,12 @@ def _warn(report: ListReport, split: Split, k: int, source: str) -> None:
         )
     if report.non_candidate_items:
         log.warning(
-            "%s: %d recommended item(s) in the top %d are not train items (not candidates under the protocol): "
+            "%s: %d recommended item(s) in the top %d are not candidates (protocol.candidates=%s): "
             "counted as misses at their ranks",
             source,
             report.non_candidate_items,
             k,
+            split.protocol.candidates,
         )
     if report.short_lists:
         log.info("%s: %d list(s) are shorter than k=%d: their empty ranks are misses", source, report.short_lists, k)
@@ -289,7 +291,7 @@ def score_recommendations(
     if not ks or ks[0] < 1:
         raise ValueError(f"ks={ks}: cutoffs must be positive integers, e.g. 10 50 100")
     dense, report = to_dense(recs, split, ks[-1], source or "recommendations")
-    metrics = evaluate(dense, split.targets, split.num_items, ks)
+    metrics = evaluate(dense, split.targets, int(getattr(split, "num_candidates", split.num_items)), ks)
     # coverage does not depend on the targets: every slice repeats the all-target figure
     by_slice = EvalSettings(ks=tuple(ks)).score_slices(dense, split, catalogue=metrics) if slices else {}
     return metrics, by_slice, report
@@ -311,6 +313,7 @@ def run_eval(
     setup: str = "listen_plus",
     mode: str = "final",
     fmt: str = "flat",
+    candidates: str = "train",
     ks: Sequence[int] = DEFAULT_KS,
     cache_dir: Path | str | None = None,
     model_name: str | None = None,
@@ -325,7 +328,7 @@ def run_eval(
 
     started = time.perf_counter()
     recommendations = Path(recommendations)
-    protocol = Protocol(setup=setup, mode=mode)  # bad setup/mode: an error naming the choices, before any work
+    protocol = Protocol(setup=setup, mode=mode, candidates=candidates)  # bad values: an error naming the choices
     layout = DatasetLayout(Path(root), size)
     ks = sorted({int(k) for k in ks})
     t = time.perf_counter()
@@ -346,7 +349,7 @@ def run_eval(
             {
                 "model": {"name": model_name},
                 "data": {"name": data_name, "root": str(layout.root), "size": size, "format": fmt},
-                "protocol": {"setup": setup, "mode": mode},
+                "protocol": {"setup": setup, "mode": mode, "candidates": candidates},
                 "ks": ks,
                 "eval": {"source": "yambda-eval"},
                 "recommendations": str(recommendations.resolve()),
@@ -397,6 +400,8 @@ def _sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`yambda-eval RECS.parquet --root DATA_ROOT --size SIZE --out DIR`: print the metrics table, write the run."""
+    from yambda_dl.data.split import CANDIDATES
+
     parser = argparse.ArgumentParser(
         prog="yambda-eval", description="Score raw-id recommendations (uid, item_ids) with the Yambda protocol."
     )
@@ -406,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup", default="listen_plus", choices=("listen_plus", "like"))
     parser.add_argument("--mode", default="final", choices=("final", "tune"))
     parser.add_argument("--format", dest="fmt", default="flat", choices=("flat", "sequential"))
+    parser.add_argument(
+        "--candidates",
+        default="train",
+        choices=CANDIDATES,
+        help="train (the paper's) or train_and_cold: also the items with an audio vector and no train event",
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cutoffs (default 10 50 100)")
     parser.add_argument("--out", type=Path, required=True, help="the run folder to write (claimed like a run's)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="split cache (default ROOT/.cache/splits)")
@@ -422,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             setup=args.setup,
             mode=args.mode,
             fmt=args.fmt,
+            candidates=args.candidates,
             ks=args.ks,
             cache_dir=args.cache_dir,
             model_name=args.model_name,
