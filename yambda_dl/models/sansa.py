@@ -11,8 +11,11 @@ it, fit() raises OptionalDependencyError before any work, which a sweep records 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import importlib.util
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -89,6 +92,21 @@ def estimate_gram_nonzeros(matrix: CSR, samples: int = 64, seed: int = 0) -> Gra
         seen[:] = False
     total = co_items.sum() if exact else bound.sum() * np.mean(co_items / bound[chosen])
     return GramEstimate(float(total), float(bound.sum()), exact)
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects alive now set aside from Python's garbage collector while the block runs (gc.freeze).
+
+    The sansa package calls gc.collect() about 36 times per fit, and each call walks every live object: 0.6 s each in
+    a process that has torch and polars loaded, 22 s of a 22 s fit on an 8-user split (profiled). Frozen, the
+    collections walk only what the fit itself creates; the frozen objects return to the collector after it.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class SANSA:
@@ -189,7 +207,8 @@ class SANSA:
         config = self.reference_config()
         from sansa import SANSA as Reference  # importable: reference_config imported the package
 
-        encoder, decoder = Reference(config).fit(counts.to_scipy()).weights  # W^T, W_r: CSR items x items
+        with frozen_heap():
+            encoder, decoder = Reference(config).fit(counts.to_scipy()).weights  # W^T, W_r: CSR items x items
         self.num_items = split.num_items
         self._inputs = counts.to(self.device)
         self._encoder = CSR.from_scipy(encoder, np.float32).to(self.device)
