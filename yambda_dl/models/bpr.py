@@ -293,10 +293,11 @@ class BPR(FactorVectors, lightning.LightningModule):
     With item_bias, the item vectors carry the bias as a last column and the user vectors a column of ones.
     Keys as implicit names them: factors, regularization, iterations (epochs), verify_negatives (skip a triple whose
     negative the user has); lr is implicit's learning_rate, named as SASRec and torch's optimizers name it; plus
-    batch_size (triples updated together), negatives, and init_scale: factors start uniform in
-    [-init_scale / 2, init_scale / 2) / factors (implicit's start at 1.0), biases at 0. memory_fraction: the share
-    of the device's free memory the sampler may take. kernel: native (the C kernel, CPU only), torch (batched
-    tensor operations, any device) or auto (native where it builds, else torch; see the module's docstring).
+    batch_size (triples per batch: one native kernel call, or one torch update), negatives, and init_scale: factors
+    start uniform in [-init_scale / 2, init_scale / 2) / factors (implicit's start at 1.0), biases at 0.
+    memory_fraction: the share of the device's free memory the sampler may take. kernel: native (the C kernel, CPU
+    only), torch (batched tensor operations, any device) or auto (native where it builds, else torch; see the
+    module's docstring).
     init: random (the uniform start above) or audio: the items with an audio vector start from its projection
     (reduce: pca | random, of the view's `column`), scaled to init_std (null: the random start's root-mean-square);
     models/factors.py audio_start. ckpt_path resumes fitting from a Lightning checkpoint.
@@ -430,7 +431,7 @@ class BPR(FactorVectors, lightning.LightningModule):
         return int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1, np.uint64)[0])
 
     def training_step(self, step: int, batch_idx: int) -> None:
-        """One epoch: nnz triples in batches of batch_size (the last one smaller), one SGD update per batch."""
+        """One epoch: nnz triples in batches of batch_size (the last one smaller)."""
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
             if self._native is not None:
                 loss_sum, kept_sum = self._native_epoch(self.current_epoch)
