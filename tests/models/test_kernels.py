@@ -70,3 +70,16 @@ def test_a_missing_compiler_and_an_unknown_kernel_are_named(cache, monkeypatch):
         kernels.load("bpr")
     with pytest.raises(ValueError, match=r"no kernel 'als' in .*kernels; valid choices: bpr"):
         kernels.load("als")
+
+
+@needs_compiler
+def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("YAMBDA_DL_KERNEL_CACHE", str(blocker / "kernels"))
+    kernels.load.cache_clear()
+    try:
+        with pytest.raises(kernels.KernelUnavailable, match=r"set YAMBDA_DL_KERNEL_CACHE to a writable folder"):
+            kernels.load("bpr")
+    finally:
+        kernels.load.cache_clear()

@@ -101,9 +101,15 @@ def load(name: str) -> ctypes.CDLL:
         b"\0".join(x.encode() for x in (source.read_text(), cc, _version(cc), " ".join(FLAGS), _cpu_signature()))
     ).hexdigest()[:16]
     library = cache_dir() / f"{name}-{key}.so"
-    with build_file_once(library, lambda path: path.stat().st_size > 0) as tmp:
-        if tmp is not None:
-            _build(source, cc, tmp)
+    try:
+        with build_file_once(library, lambda path: path.stat().st_size > 0) as tmp:
+            if tmp is not None:
+                _build(source, cc, tmp)
+    except OSError as error:  # a cache folder that cannot be created or written
+        raise KernelUnavailable(
+            f"cannot build {library.name} in {library.parent} ({error}); "
+            "set YAMBDA_DL_KERNEL_CACHE to a writable folder"
+        ) from error
     try:
         return ctypes.CDLL(str(library))
     except OSError as error:  # e.g. a cache on a file system mounted noexec
