@@ -112,7 +112,7 @@ audio-results: setup  ## write the latest `make audio` table into README.md
 	$(PY) scripts/readme_results.py outputs/audio/latest --block audio-results --made-by "make audio audio-results" \
 		-- --compare all,warm,cold --metrics paper_ndcg@10,paper_ndcg@100,recall@100
 
-test: setup  ## run the test suite (about 12 minutes on 2 cores; make test-fast skips the slow ones)
+test: setup  ## run the test suite (about 7 minutes on 2 cores; make test-fast skips the slow ones)
 	WANDB_MODE=offline $(PY) -m pytest -q
 
 test-fast: setup  ## the suite without the tests marked slow
