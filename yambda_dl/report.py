@@ -20,7 +20,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -261,6 +261,11 @@ def _cell(row: dict[str, Any], name: str) -> str:
     return f"{mean:.4f} ± {std:.4f}" if row["runs"] > 1 and std is not None else f"{mean:.4f}"
 
 
+def table_head(heading: str, headers: Sequence[str]) -> list[str]:
+    """The lines that open a markdown table: a blank line, its ### heading, the header row (model, then `headers`)."""
+    return ["", f"### {heading}", "", "| model | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
+
+
 def markdown_table(runs: list[dict[str, Any]], best_by: str = DEFAULT_BEST_BY, slice_name: str = ALL_TARGETS) -> str:
     """One table per (data, setup, mode); a `paper` row under each model where the paper has figures.
 
@@ -276,13 +281,7 @@ def markdown_table(runs: list[dict[str, Any]], best_by: str = DEFAULT_BEST_BY, s
     )
     lines: list[str] = []
     for (data, _, setup, mode), table in rows.group_by(list(TABLE_KEYS), maintain_order=True):
-        lines += [
-            "",
-            f"### {data} · {setup} · {mode}{title}",
-            "",
-            "| model | " + " | ".join(HEADERS) + " |",
-            "|---" * (len(HEADERS) + 1) + "|",
-        ]
+        lines += table_head(f"{data} · {setup} · {mode}{title}", HEADERS)
         notes, marked = [], False
         for _, model_rows in table.group_by("model", maintain_order=True):
             scored = model_rows.filter((pl.col("source") == "runs") & pl.col("refused").is_null())
@@ -384,13 +383,7 @@ def compare_markdown(
     headers = [f"{compare_header(metric)} {slice_name}" for metric, slice_name in pairs]
     lines: list[str] = []
     for (data, _, setup, mode), table in rows.group_by(list(TABLE_KEYS), maintain_order=True):
-        lines += [
-            "",
-            f"### {data} · {setup} · {mode} · {' vs '.join(slices)}",
-            "",
-            "| model | " + " | ".join(headers) + " |",
-            "|---" * (len(headers) + 1) + "|",
-        ]
+        lines += table_head(f"{data} · {setup} · {mode} · {' vs '.join(slices)}", headers)
         notes = []
         for row in table.iter_rows(named=True):
             label = row["label"] + (f" (mean ± std of {row['runs']} runs)" if row["runs"] > 1 else "")
