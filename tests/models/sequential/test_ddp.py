@@ -19,23 +19,27 @@ from ...data.test_datamodules import many_users_split
 SCRIPT = Path(__file__).with_name("ddp_run.py")
 
 
+def run_ddp(split, out: Path, *arguments: str) -> list[dict]:
+    """ddp_run.py (model, then its extra arguments) on 2 processes writing into `out`; each rank's record, after
+    checking that the ranks together trained every user once per epoch, and both of them trained."""
+    out.mkdir()
+    command = [sys.executable, str(SCRIPT), arguments[0], str(split.path), str(out), *arguments[1:]]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for epoch in ("0", "1"):
+        seen = [u for rank in ranks for u in rank["users"][epoch]]
+        assert sorted(seen) == list(range(split.num_users))  # no duplicates, no omissions
+        assert ranks[0]["users"][epoch] and ranks[1]["users"][epoch]  # both ranks trained
+    return ranks
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["esasrec", "bert4rec"])
 def test_ddp_sees_every_user_once_and_scores_like_one_process(tmp_path, name):
     split = many_users_split(tmp_path, num_users=300)
     out = tmp_path / "ddp"
-    out.mkdir()
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), name, str(split.path), str(out)], capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-
-    for epoch in ("0", "1"):
-        seen = [u for rank in ranks for u in rank["users"][epoch]]
-        assert sorted(seen) == list(range(split.num_users))  # no duplicates, no omissions
-        assert ranks[0]["users"][epoch] and ranks[1]["users"][epoch]  # both ranks trained
-
+    ranks = run_ddp(split, out, name)
     assert ranks[0]["metrics"] == ranks[1]["metrics"]  # identical weights on both ranks, every user scored
     # one process loads the DDP run's final checkpoint and scores every user
     single = SequentialRecommender.from_checkpoint(out / "checkpoints" / "last.ckpt", split)

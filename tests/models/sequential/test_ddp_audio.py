@@ -5,11 +5,6 @@ exactly like the ranks did."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,8 +15,7 @@ from yambda_dl.models.sequential.module import SequentialRecommender
 
 from ...conftest import write_audio
 from ...data.test_datamodules import many_users_split
-
-SCRIPT = Path(__file__).with_name("ddp_run.py")
+from .test_ddp import run_ddp
 
 
 @pytest.mark.slow
@@ -33,17 +27,7 @@ def test_ddp_audio_representation_sees_every_user_once_and_scores_like_one_proce
     write_audio(tmp_path / "yambda" / S.EMBEDDINGS_FILE, with_vector)
     assert split.side_files.embeddings == tmp_path / "yambda" / S.EMBEDDINGS_FILE
     out = tmp_path / "ddp"
-    out.mkdir()
-    command = [sys.executable, str(SCRIPT), "sasrec", str(split.path), str(out), item_repr]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-
-    for epoch in ("0", "1"):
-        seen = [u for rank in ranks for u in rank["users"][epoch]]
-        assert sorted(seen) == list(range(split.num_users))  # no duplicates, no omissions
-        assert ranks[0]["users"][epoch] and ranks[1]["users"][epoch]  # both ranks trained
-
+    ranks = run_ddp(split, out, "sasrec", item_repr)
     assert ranks[0]["item_vectors_sum"] == ranks[1]["item_vectors_sum"]  # the same catalogue vectors on both ranks
     assert ranks[0]["metrics"] == ranks[1]["metrics"]
     single = SequentialRecommender.from_checkpoint(out / "checkpoints" / "last.ckpt", split)
